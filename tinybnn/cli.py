@@ -1,0 +1,126 @@
+"""The ``tinybnn`` command line (also ``python -m tinybnn``).
+
+Each command is two functions side by side:
+
+* ``add_<name>_parser(subparsers)`` declares its options and sets ``run=<name>_command``;
+* ``<name>_command(args) -> int`` does the work by calling library functions, and returns the
+  exit code.
+
+Adding a command means writing that pair and appending its ``add_..._parser`` to
+:data:`COMMANDS`; no other command changes. Commands import what they need inside their
+function, so that ``tinybnn --help`` stays fast (no numba compilation, no matplotlib).
+
+Exit codes: 0 success; 2 a usage error or a :class:`~tinybnn.errors.TinyBNNError` (bad input,
+bad file, bad option), reported as ONE line ``tinybnn: error: <message>`` on stderr; 130 when
+interrupted with Ctrl-C. Any other exception is a bug in tinybnn and keeps its traceback.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from tinybnn import __version__
+from tinybnn.errors import DataError, TinyBNNError
+
+PROG = "tinybnn"
+
+DESCRIPTION = """\
+tinybnn: self-compression in Bayesian neural networks, by variational density propagation.
+
+tinybnn's main job will be `tinybnn compress`: train the paper's Bayesian CNN on the shipped
+MNIST and remove the kernels it has learned to switch off, stage by stage, with a report. That
+command is not written yet; today the commands below are all there is."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``tinybnn: error: ...``) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+# --------------------------------------------------------------------------------------------
+# tinybnn data
+# --------------------------------------------------------------------------------------------
+
+def add_data_parser(subparsers):
+    p = subparsers.add_parser(
+        "data", help="list the shipped datasets, where each file was found, check checksums",
+        description="List the datasets, where each file was found and, with --verify, whether "
+                    "its sha256 matches the one tinybnn expects. Files are looked for in "
+                    "$TINYBNN_DATA (if set), then in the installed package, then in the "
+                    "source checkout.")
+    p.add_argument("--verify", action="store_true",
+                   help="hash every file and compare with the expected sha256 "
+                        "(exit code 2 if any file is missing or differs)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=data_command)
+
+
+def data_command(args):
+    from tinybnn import data
+
+    rows = data.status(verify=args.verify)
+    if args.json:
+        print(json.dumps([{
+            "name": r.name, "file": r.file, "found_in": r.place,
+            "path": None if r.path is None else str(r.path),
+            "expected_sha256": r.expected_sha256, "found_sha256": r.found_sha256,
+            "ok": r.ok} for r in rows], indent=2))
+    else:
+        verdicts = {True: "sha256 ok", False: "MISMATCH", None: "found (not verified)"}
+        print(f"{'dataset':<14} {'status':<21} {'found in':<18} path")
+        for r in rows:
+            verdict = "MISSING" if r.path is None else verdicts[r.ok]
+            print(f"{r.name:<14} {verdict:<21} {r.place or '-':<18} {r.path or '-'}")
+        if not args.verify:
+            print("(run 'tinybnn data --verify' to check the sha256 of each file)")
+    bad = [r for r in rows if r.ok is False]
+    if bad:
+        what = ", ".join(f"{r.name} ({'missing' if r.path is None else 'checksum mismatch'})"
+                         for r in bad)
+        raise DataError(f"{len(bad)} of {len(rows)} dataset files failed: {what}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The parser and main()
+# --------------------------------------------------------------------------------------------
+
+#: One parser-builder per command, in the order ``--help`` lists them.
+COMMANDS = [add_data_parser]
+
+
+def build_parser():
+    parser = _Parser(prog=PROG, description=DESCRIPTION,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for add_parser in COMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:       # --help, --version (0) and usage errors (2)
+        return stop.code if isinstance(stop.code, int) else 2
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args)
+    except TinyBNNError as err:
+        message = " ".join(str(err).split())       # the contract: one line
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:          # e.g. `tinybnn data | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -1,0 +1,493 @@
+"""The shipped image datasets: find the file, check its sha256, load it, split it.
+
+One entry point::
+
+    ds = tinybnn.data.load("mnist", subset=1000, validation=0.1, seed=0)
+    ds.train.x   # (n, 1, 28, 28) float64 in [0, 1]   NCHW: images, channels, height, width
+    ds.train.y   # (n,) int64 class labels in 0..9
+
+=================  =========================  =============  ==================================
+name               image shape ``(1, H, W)``  train / test   split
+=================  =========================  =============  ==================================
+``mnist``          (1, 28, 28)                60,000/10,000  the original one
+``fashion_mnist``  (1, 28, 28)                60,000/10,000  the original one
+``digits``         (1, 8, 8)                  1,347/450      fixed here: the first 1,347 images
+                                                             train, the last 450 test
+=================  =========================  =============  ==================================
+
+Where the files are looked for, in this order (the first folder holding the file wins):
+
+1. the folder named by the environment variable ``TINYBNN_DATA``, if it is set;
+2. ``tinybnn/datasets/`` inside the installed package (a wheel carries the files there);
+3. ``datasets/`` beside the ``tinybnn/`` folder (a source checkout or an editable install).
+
+Every file's sha256 is checked against :data:`SHA256` before numpy reads a byte of it, so a
+corrupted or foreign file is refused and never used. All randomness (subsets, the validation
+split) comes from ``numpy.random.default_rng`` seeded by ``seed``: the same arguments give
+identical arrays.
+"""
+
+import hashlib
+import io
+import math
+import numbers
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinybnn.errors import ConfigError, DataError, ShapeError
+
+# --------------------------------------------------------------------------------------------
+# The datasets, their files and their checksums
+# --------------------------------------------------------------------------------------------
+
+#: sha256 of each shipped file, as listed in ``datasets/README.md``.
+SHA256 = {
+    "mnist.npz": "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64",
+    "fashion_mnist.npz": "5b6d2c4c694a91887af8ab7d039c04f80af3c29378d731c93a538d2e831aa469",
+    "digits.npz": "6f801551877abf69fbf3711373bb642a18dc933430a3385cd6febc235225ea6f",
+}
+
+DIGIT_NAMES = tuple(str(d) for d in range(10))
+FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+#: Digits has no original split; this many of its first images are the training set.
+DIGITS_N_TRAIN = 1347
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What one dataset file must hold: ``pairs`` of (images key, labels key)."""
+
+    file: str
+    pairs: tuple            # (("x_train", "y_train"), ("x_test", "y_test")) or (("x", "y"),)
+    image_shape: tuple      # (H, W)
+    max_value: int          # largest pixel value; images are divided by it
+    classes: tuple          # class names, index = label
+
+
+_SOURCES = {
+    "mnist": _Source("mnist.npz", (("x_train", "y_train"), ("x_test", "y_test")),
+                     (28, 28), 255, DIGIT_NAMES),
+    "fashion_mnist": _Source("fashion_mnist.npz", (("x_train", "y_train"), ("x_test", "y_test")),
+                             (28, 28), 255, FASHION_NAMES),
+    "digits": _Source("digits.npz", (("x", "y"),), (8, 8), 16, DIGIT_NAMES),
+}
+
+
+def available():
+    """Names accepted by :func:`load`, e.g. ``("mnist", "fashion_mnist", "digits")``."""
+    return tuple(_SOURCES)
+
+
+# --------------------------------------------------------------------------------------------
+# What load() returns
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Split:
+    """One part of a dataset: inputs ``x`` of shape ``(n, ...)`` and targets ``y`` ``(n, ...)``.
+
+    For the image sets ``x`` is ``(n, 1, H, W)`` float in [0, 1] and ``y`` is ``(n,)`` int64.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self):
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ShapeError(f"a Split needs as many targets as inputs: "
+                             f"x has {self.x.shape[0]} rows, y has {self.y.shape[0]}")
+
+    def __len__(self):
+        return self.x.shape[0]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named dataset: ``train``, ``val`` (``None`` when no validation split was asked for),
+    ``test``, and ``classes``, the class names indexed by label (empty for regression)."""
+
+    name: str
+    train: Split
+    val: Split | None
+    test: Split
+    classes: tuple
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and checking files
+# --------------------------------------------------------------------------------------------
+
+ENV_VAR = "TINYBNN_DATA"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_INSTALLED_DIR = _PACKAGE_DIR / "datasets"          # a wheel install: tinybnn/datasets/
+_CHECKOUT_DIR = _PACKAGE_DIR.parent / "datasets"    # a source tree: datasets/ beside tinybnn/
+
+
+def search_dirs():
+    """The folders searched for data files, in order, as ``[(label, Path), ...]``."""
+    places = []
+    env = os.environ.get(ENV_VAR, "")
+    if env:
+        folder = Path(env).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"{ENV_VAR} must name a folder holding the dataset files; "
+                            f"found {ENV_VAR}={env!r}, which is not a folder")
+        places.append((ENV_VAR, folder))
+    places.append(("installed package", _INSTALLED_DIR))
+    places.append(("source checkout", _CHECKOUT_DIR))
+    return places
+
+
+def find_file(name):
+    """Path of the file of dataset ``name``; :class:`DataError` lists every place looked."""
+    file = _source(name).file
+    looked = []
+    for label, folder in search_dirs():
+        path = folder / file
+        if path.is_file():
+            return path
+        looked.append(f"{label}: {path}")
+    raise DataError(f"dataset file {file} not found; looked in " + "; ".join(looked))
+
+
+def sha256_of(data):
+    """Hex sha256 of ``bytes``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+# Files whose sha256 matched, keyed by (path, size, mtime): a file is hashed once per process
+# unless it changes. Only matches are remembered; a mismatch is checked again every time.
+_VERIFIED = set()
+
+
+def _stat_key(path):
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _check_sha256(path, data):
+    """Raise :class:`DataError` unless ``data`` (the bytes of ``path``) has the expected hash."""
+    expected = SHA256[path.name]
+    found = sha256_of(data)
+    if found != expected:
+        raise DataError(f"checksum mismatch for {path}: expected sha256 {expected}, "
+                        f"found {found}; the file is corrupted or not the one tinybnn ships, "
+                        f"so it was not used")
+
+
+def _read_npz(source, path):
+    """All arrays of an ``.npz`` (``source``: a path or a file object read from ``path``).
+
+    Read without pickle. It does NOT check the sha256: it is the step after
+    :func:`_check_sha256`, kept separate so that tests can feed the validator a hand-made file.
+    """
+    try:
+        with np.load(source, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError) as err:    # zipfile.BadZipFile is an OSError
+        raise DataError(f"cannot read {path} as an .npz file: {err}") from err
+
+
+def read_arrays(name):
+    """The raw uint8 arrays of dataset ``name``, after checking the file's sha256 and content.
+
+    Returns a dict keyed like the file (``x_train``, ``y_train``, ... or ``x``, ``y``).
+    """
+    path = find_file(name)
+    key = _stat_key(path)
+    if key in _VERIFIED:
+        arrays = _read_npz(path, path)
+    else:
+        data = path.read_bytes()           # hash exactly the bytes that numpy will read
+        _check_sha256(path, data)
+        _VERIFIED.add(key)
+        arrays = _read_npz(io.BytesIO(data), path)
+    _check_arrays(name, arrays, path)
+    return arrays
+
+
+def _check_arrays(name, arrays, path):
+    """Raise :class:`DataError` unless ``arrays`` hold what dataset ``name`` should hold."""
+    src = _SOURCES[name]
+    expected_keys = sorted(k for pair in src.pairs for k in pair)
+    if sorted(arrays) != expected_keys:
+        raise DataError(f"{path} should hold arrays {expected_keys}, found {sorted(arrays)}")
+    for x_key, y_key in src.pairs:
+        x, y = arrays[x_key], arrays[y_key]
+        for key, a in ((x_key, x), (y_key, y)):
+            if a.dtype != np.uint8:
+                raise DataError(f"{path}: {key} should be uint8, found {a.dtype}")
+        if x.ndim != 3 or x.shape[1:] != src.image_shape:
+            raise DataError(f"{path}: {x_key} should have shape (n, {src.image_shape[0]}, "
+                            f"{src.image_shape[1]}), found {x.shape}")
+        if y.shape != (x.shape[0],):
+            raise DataError(f"{path}: {y_key} should have shape ({x.shape[0]},) to match "
+                            f"{x_key}, found {y.shape}")
+        if x.size and x.max() > src.max_value:
+            raise DataError(f"{path}: {x_key} pixels should be in 0..{src.max_value}, "
+                            f"found a maximum of {x.max()}")
+        n_classes = len(src.classes)
+        if y.size and y.max() >= n_classes:
+            raise DataError(f"{path}: {y_key} labels should be in 0..{n_classes - 1}, "
+                            f"found {y.max()}")
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """Where a dataset file was found and whether its sha256 matches (``None``: not checked)."""
+
+    name: str
+    file: str
+    place: str | None       # which search place held it, e.g. "source checkout"; None: missing
+    path: Path | None
+    expected_sha256: str
+    found_sha256: str | None
+
+    @property
+    def ok(self):
+        """True: found and matches; False: missing or mismatch; None: found, not checked."""
+        if self.path is None:
+            return False
+        if self.found_sha256 is None:
+            return None
+        return self.found_sha256 == self.expected_sha256
+
+
+def status(verify=True):
+    """One :class:`FileStatus` per dataset; with ``verify`` every file found is hashed."""
+    places = search_dirs()
+    result = []
+    for name, src in _SOURCES.items():
+        place, path, found = None, None, None
+        for label, folder in places:
+            if (folder / src.file).is_file():
+                place, path = label, folder / src.file
+                break
+        if path is not None and verify:
+            found = sha256_of(path.read_bytes())
+            if found == SHA256[src.file]:
+                _VERIFIED.add(_stat_key(path))
+        result.append(FileStatus(name, src.file, place, path, SHA256[src.file], found))
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Checking arguments
+# --------------------------------------------------------------------------------------------
+
+def _source(name):
+    if not isinstance(name, str) or name not in _SOURCES:
+        raise DataError(f"unknown dataset {name!r}; available: {', '.join(_SOURCES)}")
+    return _SOURCES[name]
+
+
+def check_dtype(dtype):
+    """``numpy.float32`` or ``numpy.float64`` as a ``numpy.dtype``; anything else is refused."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise ConfigError(f"dtype should be float32 or float64, found {dtype!r}") from err
+    if dt not in (np.float32, np.float64):
+        raise ConfigError(f"dtype should be float32 or float64, found {dt}")
+    return dt
+
+
+def check_seed(seed):
+    """A seed is a non-negative int (``bool`` is refused)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"seed should be a non-negative int, found {seed!r}")
+    return int(seed)
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_subset_arg(subset):
+    if subset is None:
+        return
+    if _is_int(subset):
+        if subset <= 0:
+            raise DataError(f"subset should be a positive number of images, found {subset}")
+    elif _is_real(subset):
+        if not 0.0 < subset <= 1.0:
+            raise DataError(f"a float subset is a fraction of the training set and should be "
+                            f"in (0, 1], found {subset}; pass an int for a number of images")
+    else:
+        raise DataError(f"subset should be None, an int (images) or a float in (0, 1], "
+                        f"found {subset!r}")
+
+
+def _check_validation_arg(validation):
+    if not _is_real(validation) or not 0.0 <= validation < 1.0:
+        raise DataError(f"validation should be a fraction in [0, 1), found {validation!r}")
+
+
+def _check_test_subset_arg(test_subset):
+    if test_subset is not None and (not _is_int(test_subset) or test_subset <= 0):
+        raise DataError(f"test_subset should be None or a positive int, found {test_subset!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Subsets and the validation split (all index arithmetic on labels; images are untouched)
+# --------------------------------------------------------------------------------------------
+
+def _class_sizes(y, n_classes):
+    return np.bincount(y, minlength=n_classes)                     # (C,)
+
+
+def _balanced_counts(k, sizes, classes, what):
+    """Images per class for ``k`` in all: equal counts, the remainder to the first classes."""
+    n_classes = len(sizes)
+    if k < n_classes:
+        raise DataError(f"{what}={k} is fewer images than the {n_classes} classes; "
+                        f"a class-balanced subset needs at least {n_classes}")
+    if k > sizes.sum():
+        raise DataError(f"{what}={k} is more images than the {sizes.sum()} available")
+    counts = np.full(n_classes, k // n_classes)                    # (C,)
+    counts[: k % n_classes] += 1
+    short = np.flatnonzero(counts > sizes)
+    if short.size:
+        c = short[0]
+        raise DataError(f"{what}={k} needs {counts[c]} images of class {classes[c]!r} to stay "
+                        f"class-balanced, but only {sizes[c]} exist")
+    return counts
+
+
+def _fraction_counts(fraction, sizes, classes, what):
+    """Images per class keeping ``fraction`` of each class (stratified), at least one each."""
+    counts = np.floor(fraction * sizes + 0.5).astype(np.int64)     # (C,) round half up
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        c = empty[0]
+        raise DataError(f"{what}={fraction} keeps no image of class {classes[c]!r} "
+                        f"({sizes[c]} available); use a larger fraction")
+    return counts
+
+
+def _draw_per_class(y, counts, rng):
+    """Indices of ``counts[c]`` randomly drawn images of each class c, in random order."""
+    picked = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in enumerate(counts)]
+    return rng.permutation(np.concatenate(picked))                 # (sum(counts),)
+
+
+def _subset_indices(y, subset, classes, rng, what):
+    """Indices into ``y`` for ``subset`` (None: all, in the original order)."""
+    if subset is None:
+        return np.arange(y.shape[0])
+    sizes = _class_sizes(y, len(classes))
+    if _is_int(subset):
+        counts = _balanced_counts(int(subset), sizes, classes, what)
+    else:
+        counts = _fraction_counts(float(subset), sizes, classes, what)
+    return _draw_per_class(y, counts, rng)
+
+
+def _holdout_mask(y, fraction, classes, rng):
+    """Boolean mask, True for the validation images: ``fraction`` of each class (rounded)."""
+    sizes = _class_sizes(y, len(classes))
+    n_val = np.floor(fraction * sizes + 0.5).astype(np.int64)      # (C,)
+    if n_val.sum() == 0:
+        raise DataError(f"validation={fraction} of {y.shape[0]} training images holds out "
+                        f"none; use a larger fraction or a larger subset")
+    left = np.flatnonzero((sizes > 0) & (n_val >= sizes))
+    if left.size:
+        c = left[0]
+        raise DataError(f"validation={fraction} would leave no training image of class "
+                        f"{classes[c]!r} ({sizes[c]} in all); use a smaller fraction")
+    mask = np.zeros(y.shape[0], dtype=bool)
+    for c, k in enumerate(n_val):
+        mask[rng.permutation(np.flatnonzero(y == c))[:k]] = True
+    return mask
+
+
+def _to_split(x_u8, y_u8, index, max_value, dtype):
+    """uint8 ``(N, H, W)`` images and labels, rows ``index`` -> a float NCHW :class:`Split`."""
+    x = x_u8[index].astype(dtype)                                  # (n, H, W)
+    x /= max_value                                                 # values in [0, 1]
+    y = y_u8[index].astype(np.int64)                               # (n,)
+    return Split(x[:, None, :, :], y)                              # x (n, 1, H, W)
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------------
+
+def load(name, *, subset=None, validation=0.0, seed=0, test_subset=None, dtype=np.float64):
+    """Load a shipped dataset as float images in [0, 1], NCHW, with int64 labels.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available`: ``"mnist"``, ``"fashion_mnist"``, ``"digits"``.
+    subset : None, int or float
+        None: the whole training set, in its original order. An int ``k``: ``k`` images drawn
+        at random with equal counts per class (the remainder goes one each to the first
+        classes), in random order. A float ``f`` in (0, 1]: the fraction ``f`` of each class
+        (so the original class proportions are kept), in random order.
+    validation : float in [0, 1)
+        Fraction of each class of the (subsetted) training set held out as ``val``. 0 gives
+        ``val=None``. Both parts keep the order of the training set they came from.
+    seed : int
+        Seeds ``numpy.random.default_rng``; separate streams are spawned for the training
+        subset, the validation split and the test subset, so changing one leaves the others.
+    test_subset : None or int
+        A class-balanced random subset of the test set with that many images (as for an int
+        ``subset``), for quick runs.
+    dtype : numpy.float32 or numpy.float64
+        The dtype of the images.
+
+    Returns
+    -------
+    Dataset
+        ``train``, ``val`` and ``test`` are :class:`Split` with ``x`` ``(n, 1, H, W)`` and
+        ``y`` ``(n,)`` int64; ``classes`` holds the class names.
+
+    Raises
+    ------
+    DataError
+        Unknown name, file missing or corrupted, or an impossible subset or split.
+    ConfigError
+        A dtype other than float32/float64, or a bad seed.
+    """
+    src = _source(name)
+    dtype = check_dtype(dtype)
+    seed = check_seed(seed)
+    _check_subset_arg(subset)
+    _check_validation_arg(validation)
+    _check_test_subset_arg(test_subset)
+
+    arrays = read_arrays(name)
+    if name == "digits":
+        x, y = arrays["x"], arrays["y"]
+        x_train, y_train = x[:DIGITS_N_TRAIN], y[:DIGITS_N_TRAIN]
+        x_test, y_test = x[DIGITS_N_TRAIN:], y[DIGITS_N_TRAIN:]
+    else:
+        x_train, y_train = arrays["x_train"], arrays["y_train"]
+        x_test, y_test = arrays["x_test"], arrays["y_test"]
+
+    subset_rng, val_rng, test_rng = (np.random.default_rng(s)
+                                     for s in np.random.SeedSequence(seed).spawn(3))
+    train_idx = _subset_indices(y_train, subset, src.classes, subset_rng, "subset")
+    test_idx = _subset_indices(y_test, test_subset, src.classes, test_rng, "test_subset")
+
+    val = None
+    if validation > 0:
+        held = _holdout_mask(y_train[train_idx], validation, src.classes, val_rng)
+        val = _to_split(x_train, y_train, train_idx[held], src.max_value, dtype)
+        train_idx = train_idx[~held]
+
+    return Dataset(name=name,
+                   train=_to_split(x_train, y_train, train_idx, src.max_value, dtype),
+                   val=val,
+                   test=_to_split(x_test, y_test, test_idx, src.max_value, dtype),
+                   classes=src.classes)
