@@ -1,0 +1,223 @@
+r"""Linear (fully connected) layer with a Gaussian posterior over its weights.
+
+Unit j's incoming weights are ``w_j ~ N(M[:, j], s_j I)`` with ``s_j = softplus(rho_j)``, one
+variance per output unit; the bias ``b`` is a point value. For one example with input mean
+``mu`` (D,) and covariance ``S`` (D, D), the output ``y = W^T x + b`` has, exactly
+(Dera et al. 2019; ../docs/NOTATION.md)::
+
+    m_out = M^T mu + b                                        (K,)
+    S_out = M^T S M + diag_j( s_j (tr S + ||mu||^2) )          (K, K)
+
+The second term is E[(w_j - M_j)^T x x^T (w_j - M_j)] = s_j E||x||^2; units are independent, so
+it only sits on the diagonal. Four input structures reach a linear layer:
+
+==============  ===========================================================  ========
+input           output covariance (per example)                              output
+==============  ===========================================================  ========
+Point x         diag_j( s_j ||x||^2 )  (exact; the first layer of an MLP)     Diagonal
+Diagonal v      M^T diag(v) M + diag_j( s_j (sum v + ||mu||^2) )               Full
+Full S          M^T S M + diag_j( s_j (tr S + ||mu||^2) )                      Full
+FlatFactored    sum_k s_k A_k^T A_k + diag_j( s_j t ),  A_k = F_k^T M_k       Full
+==============  ===========================================================  ========
+
+For FlatFactored input (the flattened first-conv feature map), block k of the input covariance
+is ``s_k F_k F_k^T`` (see :class:`tinybnn.gaussian.Factored`), ``M_k = M[k L:(k+1) L]`` (L, K)
+the rows that read channel k, and ``t = sum_k s_k ||F_k||_F^2 + ||mu||^2``. Nothing L x L is
+formed: cost O(N L d K) per example instead of O(N L^2 K).
+
+Backward. With upstream ``g = dl/dm_out`` (K,), symmetric ``G = dl/dS_out`` (K, K), and
+``c = sum_j s_j G_jj``::
+
+    dM    = mu g^T + 2 S M G          (Point: x g^T;  FlatFactored block k: 2 s_k F_k A_k G)
+    db    = g
+    ds_j  = G_jj (tr S + ||mu||^2)     (Point: g_var,j ||x||^2)
+    dmu   = M g + 2 c mu               (Point: M g + 2 (sum_j s_j g_var,j) x)
+    dS    = M G M^T + c I              (Diagonal: its diagonal;  FlatFactored: below)
+
+For FlatFactored the input gradient is the gradient with respect to the factors::
+
+    ds_k       = <G, A_k^T A_k> + c ||F_k||_F^2          (per example)
+    dF_k       = 2 s_k ( M_k G A_k^T + c F_k )           (L, d), scattered into dpatches
+(the ``c ||F_k||^2`` term comes from the ``c I`` part of dS). A vanilla Linear (no ``rho``) maps
+Point to Point with the same mean path.
+
+Shapes: B batch, D inputs, K units; parameters ``M`` (D, K), ``rho`` (K,), ``b`` (K,).
+"""
+
+import numpy as np
+
+from .. import kernels
+from ..errors import ShapeError
+from ..functions import softplus_grad
+from ..gaussian import Diagonal, FactoredGrad, FlatFactored, Full, Point
+from .base import Layer, initial_rho, truncated_normal
+
+
+def linear_mean(x, M, b):
+    """m = x M + b: (B, D) @ (D, K) -> (B, K). Shared by the Bayesian and vanilla paths."""
+    return x @ M if b is None else x @ M + b
+
+
+def add_diagonal(S, diag):
+    """S + diag(diag) for a batch: S (B, K, K) in place, diag (B, K)."""
+    i = np.arange(S.shape[-1])
+    S[:, i, i] += diag
+    return S
+
+
+class Linear(Layer):
+    """A fully connected layer, Bayesian (``bayesian=True``) or vanilla.
+
+    Parameters: ``M`` (D, K) weight means, ``rho`` (K,) variance parameters (Bayesian only),
+    ``b`` (K,) bias (if ``bias``). Initialisation: means ~ N(0, init_std^2) truncated at two
+    standard deviations (default init_std = 1/sqrt(D)); rho ~ U[rho_range]; bias 0.
+    """
+
+    def __init__(self, d_in, d_out, *, bayesian=True, bias=True, rng, init_std=None,
+                 rho_range=(-12.0, -2.2), dtype=np.float64):
+        super().__init__()
+        self.d_in, self.d_out, self.has_bias = int(d_in), int(d_out), bool(bias)
+        if self.d_in < 1 or self.d_out < 1:
+            raise ValueError(f"Linear needs d_in, d_out >= 1, found {d_in}, {d_out}")
+        std = 1.0 / np.sqrt(self.d_in) if init_std is None else init_std
+        self.params["M"] = truncated_normal(rng, (self.d_in, self.d_out), std, dtype)
+        if bayesian:
+            self.params["rho"] = initial_rho(rng, (self.d_out,), rho_range, dtype)
+        if bias:
+            self.params["b"] = np.zeros(self.d_out, dtype=dtype)
+        self.zero_grads()
+        if bayesian:
+            self.rules = {
+                Point: (self._forward_point, self._backward_point),
+                Diagonal: (self._forward_diagonal, self._backward_diagonal),
+                Full: (self._forward_full, self._backward_full),
+                FlatFactored: (self._forward_factored, self._backward_factored),
+            }
+        else:
+            self.rules = {Point: (self._forward_vanilla, self._backward_vanilla)}
+
+    def spec(self):
+        return {"type": "Linear", "d_in": self.d_in, "d_out": self.d_out,
+                "bayesian": self.bayesian, "bias": self.has_bias}
+
+    # -- shared pieces -------------------------------------------------------------------
+    def _mean(self, mu):
+        if mu.ndim != 2 or mu.shape[1] != self.d_in:
+            raise_shape(self, mu)
+        return linear_mean(mu, self.params["M"], self.params.get("b"))
+
+    def _mean_grads(self, mu, g):
+        """Mean-path parameter gradients dM += mu^T g, db = sum_b g."""
+        self.grads["M"] = mu.T @ g  # (D, K)
+        if self.has_bias:
+            self.grads["b"] = g.sum(axis=0)
+
+    def _cov_grads_tail(self, G, t):
+        """ds_j = sum_b G_bjj t_b -> drho, and c_b = sum_j s_j G_bjj (returned)."""
+        Gdiag = np.diagonal(G, axis1=1, axis2=2)  # (B, K)
+        self.grads["rho"] = (Gdiag * t[:, None]).sum(axis=0) * softplus_grad(self.params["rho"])
+        return Gdiag @ self.s  # (B,)
+
+    # -- vanilla ---------------------------------------------------------------------------
+    def _forward_vanilla(self, x):
+        return Point(self._mean(x.mean)), x.mean
+
+    def _backward_vanilla(self, dy, x):
+        self._mean_grads(x, dy.mean)
+        return Point(dy.mean @ self.params["M"].T) if self.input_grad else None
+
+    # -- Point input: diagonal output ------------------------------------------------------
+    def _forward_point(self, x):
+        norm2 = np.einsum("bd,bd->b", x.mean, x.mean)  # (B,)
+        var = norm2[:, None] * self.s  # (B, K)
+        return Diagonal(self._mean(x.mean), var), (x.mean, norm2)
+
+    def _backward_point(self, dy, saved):
+        x, norm2 = saved
+        self._mean_grads(x, dy.mean)
+        self.grads["rho"] = (dy.var * norm2[:, None]).sum(axis=0) * softplus_grad(self.params["rho"])
+        if not self.input_grad:
+            return None
+        return Point(dy.mean @ self.params["M"].T + 2.0 * (dy.var @ self.s)[:, None] * x)
+
+    # -- Diagonal input: full output ---------------------------------------------------------
+    def _forward_diagonal(self, x):
+        mu, v = x.mean, x.var
+        m, M = self._mean(mu), self.params["M"]
+        t = v.sum(axis=1) + np.einsum("bd,bd->b", mu, mu)  # (B,)
+        S = (M.T[None, :, :] * v[:, None, :]) @ M  # M^T diag(v) M  (B, K, K)
+        add_diagonal(S, t[:, None] * self.s)
+        return Full(m, S), (mu, v, t)
+
+    def _backward_diagonal(self, dy, saved):
+        mu, v, t = saved
+        M, g, G = self.params["M"], dy.mean, dy.cov
+        c = self._cov_grads_tail(G, t)
+        MG = M[None] @ G  # (B, D, K)
+        self._mean_grads(mu, g)
+        self.grads["M"] += 2.0 * np.einsum("bd,bdk->dk", v, MG)
+        if not self.input_grad:
+            return None
+        dmu = g @ M.T + 2.0 * c[:, None] * mu
+        dv = np.einsum("bdk,dk->bd", MG, M) + c[:, None]  # diag(M G M^T) + c
+        return Diagonal(dmu, dv)
+
+    # -- Full input: full output -------------------------------------------------------------
+    def _forward_full(self, x):
+        mu, S = x.mean, x.cov
+        m, M = self._mean(mu), self.params["M"]
+        t = np.trace(S, axis1=1, axis2=2) + np.einsum("bd,bd->b", mu, mu)  # (B,)
+        SM = S @ M  # (B, D, K)
+        S_out = M.T[None] @ SM  # (B, K, K)
+        add_diagonal(S_out, t[:, None] * self.s)
+        return Full(m, S_out), (mu, SM, t)
+
+    def _backward_full(self, dy, saved):
+        mu, SM, t = saved
+        M, g, G = self.params["M"], dy.mean, dy.cov
+        c = self._cov_grads_tail(G, t)
+        self._mean_grads(mu, g)
+        self.grads["M"] += 2.0 * np.einsum("bdk,bkl->dl", SM, G)  # 2 sum_b S M G
+        if not self.input_grad:
+            return None
+        dmu = g @ M.T + 2.0 * c[:, None] * mu
+        dS = M[None] @ G @ M.T[None]  # (B, D, D)
+        add_diagonal(dS, np.broadcast_to(c[:, None], dS.shape[:2]))
+        return Full(dmu, dS)
+
+    # -- FlatFactored input (flattened first conv): full output -------------------------------
+    def _forward_factored(self, x):
+        B, N, L = x.rows.shape
+        mu = x.mean
+        m = self._mean(mu)
+        M3 = self.params["M"].reshape(N, L, self.d_out)  # block k reads channel k  (N, L, K)
+        A, tau = kernels.factored_project(x.patches, x.rows, x.scale, M3)  # (B,N,d,K), (B,N)
+        t = tau @ x.s + np.einsum("bd,bd->b", mu, mu)  # (B,)
+        S = np.einsum("bndk,bndl->bkl", A * x.s[None, :, None, None], A, optimize=True)
+        add_diagonal(S, t[:, None] * self.s)
+        return Full(m, S), (x, A, tau, t)
+
+    def _backward_factored(self, dy, saved):
+        x, A, tau, t = saved
+        B, N, L = x.rows.shape
+        M, g, G = self.params["M"], dy.mean, dy.cov
+        c = self._cov_grads_tail(G, t)
+        AG = A @ G[:, None]  # (B, N, d, K)
+        ds_in = np.einsum("bndk,bndk->bn", AG, A) + c[:, None] * tau  # (B, N)
+        self._mean_grads(x.mean, g)
+        dM3 = kernels.factored_project_backward(x.patches, x.rows, x.scale, AG, x.s)  # (N, L, K)
+        self.grads["M"] += dM3.reshape(N * L, self.d_out)
+        dmu = g @ M.T + 2.0 * c[:, None] * x.mean
+        dpatches = None
+        if x.track_patches:
+            M3 = M.reshape(N, L, self.d_out)
+            dpatches = kernels.factored_patch_grad(x.patches, x.rows, x.scale, M3, AG, x.s, c)
+        return FactoredGrad(dmu, ds_in, dpatches)
+
+
+def raise_shape(layer, mean):
+    """Raise ShapeError for an input mean that is not (B, d_in)."""
+    raise ShapeError(
+        f"{type(layer).__name__}: expected input mean of shape (B, {layer.d_in}), "
+        f"found {tuple(mean.shape)}"
+    )

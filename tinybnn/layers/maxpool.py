@@ -1,0 +1,76 @@
+r"""Max-pool 2 x 2, stride 2, on the mean (ceil mode: an odd last row or column pools alone).
+
+In each window the argmax of the *mean* (ties: the first maximum in row-major order) selects the
+output; the covariance follows by gathering the same rows and columns::
+
+    mean  mu[idx]          covariance  S[idx][:, idx]
+
+Backward: scatter to the argmax positions, zeros elsewhere (windows do not overlap)::
+
+    g_in[idx_i] = g_i,     G_in[idx_i, idx_j] = G_ij
+
+================  =========================================  ===============================
+structure         forward                                    backward
+================  =========================================  ===============================
+Point             gather mean                                scatter g
+Diagonal          gather mean and var                        scatter g and dvar
+Factored          gather mean, rows, scale (the covariance    scatter g; ds and dpatches pass
+                  rows of F_k: S_k[idx][:, idx] exactly)      through (as in ReLU)
+================  =========================================  ===============================
+
+Shapes: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)); idx (B, C, Ho, Wo) flat into H W.
+"""
+
+from .. import kernels
+from ..errors import ShapeError
+from ..gaussian import Diagonal, Factored, FactoredGrad, Point
+from .base import Layer
+
+
+class MaxPool2d(Layer):
+    """2 x 2 max-pool with stride 2 on Point, Diagonal and Factored maps; no parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.rules = {
+            Point: (self._forward_point, self._backward_point),
+            Diagonal: (self._forward_diagonal, self._backward_diagonal),
+            Factored: (self._forward_factored, self._backward_factored),
+        }
+
+    def spec(self):
+        return {"type": "MaxPool2d"}
+
+    def _argmax(self, mean):
+        if mean.ndim != 4:
+            raise ShapeError(f"MaxPool2d: expected maps of shape (B, C, H, W), "
+                             f"found {tuple(mean.shape)}")
+        return kernels.maxpool_argmax(mean)
+
+    def _forward_point(self, x):
+        idx = self._argmax(x.mean)
+        return Point(kernels.gather(x.mean, idx)), (idx, x.mean.shape)
+
+    def _backward_point(self, dy, saved):
+        idx, shape = saved
+        return Point(kernels.scatter(dy.mean, idx, shape))
+
+    def _forward_diagonal(self, x):
+        idx = self._argmax(x.mean)
+        y = Diagonal(kernels.gather(x.mean, idx), kernels.gather(x.var, idx))
+        return y, (idx, x.mean.shape)
+
+    def _backward_diagonal(self, dy, saved):
+        idx, shape = saved
+        return Diagonal(kernels.scatter(dy.mean, idx, shape), kernels.scatter(dy.var, idx, shape))
+
+    def _forward_factored(self, x):
+        idx = self._argmax(x.mean)
+        g = kernels.gather
+        y = Factored(g(x.mean, idx), x.patches, g(x.rows, idx), g(x.scale, idx), x.s,
+                     x.track_patches)
+        return y, (idx, x.mean.shape)
+
+    def _backward_factored(self, dy, saved):
+        idx, shape = saved
+        return FactoredGrad(kernels.scatter(dy.mean, idx, shape), dy.s, dy.patches)

@@ -1,0 +1,77 @@
+r"""Softmax, linearised to first order at the mean: the last layer of a Bayesian classifier.
+
+With ``p = softmax(mu)`` and its Jacobian ``J = diag(p) - p p^T`` (symmetric), one example::
+
+    mean  p                         covariance  J S J
+
+Backward (VDP-MATH; ``g, G`` the upstream gradients, ``S`` the input covariance)::
+
+    G_in = J G J
+    H    = 2 G J S
+    g_p  = g + diag(H) - H p - H^T p         (the part of dl/dp through J)
+    g_in = J g_p
+
+(``H`` is not dl/dJ, which is ``G J S + S J G``; ``g_p`` is right because it only uses
+``diag(H)`` and ``(H + H^T) p``.) The first-order variance collapses as the softmax saturates
+(``J -> 0``); see VDP-MATH "How good is first order?".
+
+================  ===============================  =========================================
+input             output                           note
+================  ===============================  =========================================
+Point             Point p                          a vanilla net trains on logits instead
+Diagonal          Full  J diag(v) J                dvar = diag(J G J)
+Full              Full  J S J
+================  ===============================  =========================================
+"""
+
+import numpy as np
+
+from ..functions import softmax, softmax_jacobian
+from ..gaussian import Diagonal, Full, Point
+from .base import Layer
+
+
+class Softmax(Layer):
+    """First-order softmax over the last axis of (B, K); no parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.rules = {
+            Point: (self._forward_point, self._backward_point),
+            Diagonal: (self._forward_diagonal, self._backward_diagonal),
+            Full: (self._forward_full, self._backward_full),
+        }
+
+    def spec(self):
+        return {"type": "Softmax"}
+
+    def _forward_point(self, x):
+        p = softmax(x.mean)
+        return Point(p), softmax_jacobian(p)
+
+    def _backward_point(self, dy, J):
+        return Point(np.einsum("bkl,bl->bk", J, dy.mean))
+
+    def _forward_full(self, x):
+        p = softmax(x.mean)  # (B, K)
+        J = softmax_jacobian(p)  # (B, K, K)
+        JS = J @ x.cov  # (B, K, K)
+        return Full(p, JS @ J), (p, J, JS)
+
+    def _backward_full(self, dy, saved):
+        p, J, JS = saved
+        g, G = dy.mean, dy.cov
+        H = 2.0 * G @ JS  # 2 G J S  (B, K, K)
+        g_p = g + np.diagonal(H, axis1=1, axis2=2) - np.einsum("bkl,bl->bk", H + H.transpose(0, 2, 1), p)
+        g_in = np.einsum("bkl,bl->bk", J, g_p)
+        return Full(g_in, J @ G @ J)
+
+    def _forward_diagonal(self, x):
+        p = softmax(x.mean)
+        J = softmax_jacobian(p)
+        JS = J * x.var[:, None, :]  # J diag(v)  (B, K, K)
+        return Full(p, JS @ J), (p, J, JS)
+
+    def _backward_diagonal(self, dy, saved):
+        full = self._backward_full(dy, saved)
+        return Diagonal(full.mean, np.diagonal(full.cov, axis1=1, axis2=2).copy())

@@ -1,0 +1,214 @@
+r"""Losses: the Gaussian NLL of a VDP network, cross-entropy for a vanilla one, and regularisers.
+
+**Gaussian negative log-likelihood** of a target ``y`` (the one-hot label for a classifier)
+under the output mean ``mu`` (K,) and covariance ``S`` (K, K), per example::
+
+    A  = (S + S^T)/2 + eps I,     r = mu - y
+    l  = 1/2 r^T A^-1 r + 1/2 log det A            (the constant K/2 log 2 pi is dropped)
+    dl/dmu = A^-1 r,   dl/dS = 1/2 (A^-1 - A^-1 r r^T A^-1)
+
+``eps`` is the jitter (:data:`JITTER`, default 1e-3), named and configurable; ``log det A`` and
+``A^-1`` come from the Cholesky factor ``A = L L^T``. A covariance that is not positive definite
+even with the jitter raises :class:`~tinybnn.errors.DivergenceError`; nothing is clipped or
+replaced. The batch loss is the mean over examples, so gradients carry ``1/B``.
+
+**Regularisers** of the Bayesian layers. A layer has n kernels (conv) or units (linear), each
+with mean vector ``m_k`` of length d (conv: ``M[k].ravel()``, d = C r r; linear: ``M[:, k]``,
+d = D) and variance ``s_k``. Biases are not regularised. Three presets:
+
+- ``elbo`` (textbook): ``(1/N_train) sum_layers sum_k KL(N(m_k, s_k I) || N(0, sp I))`` with
+  ``KL = 1/2 [ d s_k/sp + ||m_k||^2/sp - d + d log(sp/s_k) ]``, prior variance ``sp``.
+- ``authors2019`` (the 2019 code): ``0.002 sum_layers 1/2 [ sum_k ||m_k||_1 +
+  mean_k d (s_k - log s_k - 1) ]``; an L1 norm of the means (derivative sign(m), 0 at 0).
+- ``authors_later`` (the later code): the whole loss is halved,
+  ``1/2 [ NLL + 0.01 sum_layers ( sum_k ||m_k||^2 + d mean_k (s_k - log s_k - 1) ) ]``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError, DivergenceError, ShapeError
+from .functions import log_softmax, softmax, softplus_grad
+from .gaussian import Diagonal, Full, Point, check_finite
+
+JITTER = 1e-3  # eps in A = S + eps I; keeps the NLL finite when S is (near) singular
+
+
+def one_hot(labels, n_classes, dtype):
+    """Integer labels (B,) in [0, n_classes) -> one-hot (B, n_classes); bad labels raise."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ShapeError(f"labels must be a 1-D integer array, found shape {labels.shape} "
+                         f"and dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        bad = labels[(labels < 0) | (labels >= n_classes)][0]
+        raise ShapeError(f"labels must lie in [0, {n_classes}), found {bad}")
+    out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out
+
+
+def _check_batch(out, target):
+    if target.shape != out.mean.shape:
+        raise ShapeError(f"target must have shape {out.mean.shape} (the output's), "
+                         f"found {target.shape}")
+    check_finite("the network output mean", out.mean)
+
+
+def gaussian_nll(out, target, jitter=JITTER):
+    """Mean Gaussian NLL over the batch and its gradient (same structure as ``out``).
+
+    out : Full (mean (B, K), cov (B, K, K)) or Diagonal (mean, var (B, K)); target (B, K).
+    Returns (loss, grad, per_example (B,)).
+    """
+    if jitter < 0:
+        raise ConfigError(f"jitter must be >= 0, found {jitter}")
+    _check_batch(out, target)
+    B = target.shape[0]
+    r = out.mean - target  # (B, K)
+    if isinstance(out, Diagonal):
+        check_finite("the network output variance", out.var)
+        a = out.var + jitter
+        if np.any(a <= 0):
+            raise DivergenceError(f"output variance + jitter must be > 0, found {a.min()}")
+        per = 0.5 * (r**2 / a + np.log(a)).sum(axis=1)
+        alpha = r / a
+        return per.mean(), Diagonal(alpha / B, 0.5 * (1 / a - alpha**2) / B), per
+    if not isinstance(out, Full):
+        raise ShapeError(f"gaussian_nll takes a Full or Diagonal output, found {type(out).__name__}")
+    check_finite("the network output covariance", out.cov)
+    K = r.shape[1]
+    A = 0.5 * (out.cov + out.cov.transpose(0, 2, 1)) + jitter * np.eye(K, dtype=r.dtype)
+    try:
+        L = np.linalg.cholesky(A)  # (B, K, K) lower
+    except np.linalg.LinAlgError:
+        worst = int(np.argmin(np.linalg.eigvalsh(A)[:, 0]))
+        raise DivergenceError(
+            f"output covariance + {jitter} I is not positive definite (example {worst}, "
+            f"smallest eigenvalue {np.linalg.eigvalsh(A[worst])[0]:.3g})") from None
+    Linv = np.linalg.inv(L)  # (B, K, K)
+    Ainv = Linv.transpose(0, 2, 1) @ Linv  # A^-1
+    alpha = np.einsum("bkl,bl->bk", Ainv, r)  # A^-1 r
+    logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+    per = 0.5 * np.einsum("bk,bk->b", r, alpha) + 0.5 * logdet
+    G = 0.5 * (Ainv - alpha[:, :, None] * alpha[:, None, :])
+    return per.mean(), Full(alpha / B, G / B), per
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy of logits (Point (B, K)) -> (loss, Point grad, per (B,))."""
+    check_finite("the network output", logits.mean)
+    y = one_hot(labels, logits.mean.shape[1], logits.mean.dtype)
+    per = -(y * log_softmax(logits.mean)).sum(axis=1)
+    B = y.shape[0]
+    return per.mean(), Point((softmax(logits.mean) - y) / B), per
+
+
+def squared_error(out, target):
+    """Mean of 1/2 ||mu - y||^2 for a vanilla regression net -> (loss, Point grad, per (B,))."""
+    _check_batch(out, target)
+    r = out.mean - target
+    per = 0.5 * (r**2).sum(axis=1)
+    return per.mean(), Point(r / target.shape[0]), per
+
+
+# ---------------------------------------------------------------------------------------------
+# regularisers: each returns (value, {id(layer): {"M": dM, "rho": drho}})
+# ---------------------------------------------------------------------------------------------
+
+
+def unit_means(layer):
+    """The layer's means as (n, d): one row per kernel (conv) or unit (linear); a view."""
+    M = layer.params["M"]
+    return M.reshape(M.shape[0], -1) if M.ndim == 4 else M.T
+
+
+def _from_units(layer, dU):
+    """Inverse of unit_means for a gradient (n, d) -> the shape of M."""
+    M = layer.params["M"]
+    return dU.reshape(M.shape) if M.ndim == 4 else dU.T
+
+
+def kl_elbo(layers, *, n_train, prior_var=1.0):
+    """(1/N_train) sum KL(q || N(0, prior_var I)) over every kernel/unit of ``layers``."""
+    if n_train < 1 or prior_var <= 0:
+        raise ConfigError(f"elbo needs n_train >= 1 and prior_var > 0, found {n_train}, {prior_var}")
+    value, grads = 0.0, {}
+    for layer in layers:
+        U, s = unit_means(layer), layer.s  # (n, d), (n,)
+        d = U.shape[1]
+        kl = 0.5 * (d * s / prior_var + (U**2).sum(axis=1) / prior_var - d + d * np.log(prior_var / s))
+        value += kl.sum() / n_train
+        ds = 0.5 * d * (1.0 / prior_var - 1.0 / s) / n_train
+        grads[id(layer)] = {"M": _from_units(layer, U / prior_var / n_train),
+                            "rho": ds * softplus_grad(layer.params["rho"])}
+    return value, grads
+
+
+def _variance_penalty(s, d):
+    """mean_k d (s_k - log s_k - 1) and its gradient with respect to s."""
+    return d * np.mean(s - np.log(s) - 1.0), d * (1.0 - 1.0 / s) / s.shape[0]
+
+
+def reg_authors2019(layers, weight=0.002):
+    """weight * sum_layers 1/2 [ sum_k ||m_k||_1 + mean_k d (s_k - log s_k - 1) ]."""
+    value, grads = 0.0, {}
+    for layer in layers:
+        U, s = unit_means(layer), layer.s
+        pen, dpen = _variance_penalty(s, U.shape[1])
+        value += weight * 0.5 * (np.abs(U).sum() + pen)
+        grads[id(layer)] = {"M": _from_units(layer, weight * 0.5 * np.sign(U)),
+                            "rho": weight * 0.5 * dpen * softplus_grad(layer.params["rho"])}
+    return value, grads
+
+
+def reg_authors_later(layers, weight=0.01):
+    """1/2 weight sum_layers ( sum_k ||m_k||^2 + d mean_k (s_k - log s_k - 1) ).
+
+    The preset also halves the NLL (``Objective.nll_scale`` = 1/2).
+    """
+    value, grads = 0.0, {}
+    for layer in layers:
+        U, s = unit_means(layer), layer.s
+        pen, dpen = _variance_penalty(s, U.shape[1])
+        value += 0.5 * weight * ((U**2).sum() + pen)
+        grads[id(layer)] = {"M": _from_units(layer, weight * U),
+                            "rho": 0.5 * weight * dpen * softplus_grad(layer.params["rho"])}
+    return value, grads
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What training minimises: ``nll_scale * NLL + regulariser``.
+
+    regulariser : "elbo", "authors2019" or "authors_later" (see the module docstring)
+    n_train     : training-set size N_train (only the elbo uses it)
+    prior_var   : prior variance sp of the elbo
+    jitter      : eps added to the output covariance in the NLL
+    """
+
+    regulariser: str = "elbo"
+    n_train: int = 60000
+    prior_var: float = 1.0
+    jitter: float = JITTER
+
+    def __post_init__(self):
+        if self.regulariser not in ("elbo", "authors2019", "authors_later"):
+            raise ConfigError(f"regulariser must be one of elbo, authors2019, authors_later; "
+                              f"found {self.regulariser!r}")
+        if self.jitter < 0 or self.n_train < 1 or self.prior_var <= 0:
+            raise ConfigError(f"need jitter >= 0, n_train >= 1, prior_var > 0; found "
+                              f"{self.jitter}, {self.n_train}, {self.prior_var}")
+
+    @property
+    def nll_scale(self):
+        return 0.5 if self.regulariser == "authors_later" else 1.0
+
+    def regularise(self, layers):
+        """(value, grads by id(layer)) of the regulariser over the Bayesian ``layers``."""
+        if self.regulariser == "elbo":
+            return kl_elbo(layers, n_train=self.n_train, prior_var=self.prior_var)
+        if self.regulariser == "authors2019":
+            return reg_authors2019(layers)
+        return reg_authors_later(layers)

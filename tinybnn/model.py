@@ -1,0 +1,293 @@
+"""Networks: a Sequential container, builders for the paper's CNN and for MLPs, and the one
+function that returns a batch's loss and the gradient of every parameter.
+
+Parameter names are ``"<layer>.<param>"``. The paper's CNN (:func:`paper_cnn`)::
+
+    name        shape            meaning
+    conv.M      (N, C, r, r)     kernel means (im2col order (c, i, j) = conv.M.reshape(N, -1))
+    conv.rho    (N,)             kernel variances softplus(rho)            (Bayesian only)
+    fc.M        (N L, K)         weight means; rows k L .. (k+1) L - 1 read channel k's pooled
+                                 map flattened row-major (channel-major flatten, L = H W)
+    fc.rho      (K,)             unit variances softplus(rho)               (Bayesian only)
+    fc.b        (K,)             bias
+
+An MLP (:func:`mlp`) has ``fc1.M`` (D, H1), ``fc1.rho``, ``fc1.b``, ``fc2.M`` (H1, H2), ...
+Set parameters from your own arrays with ``model.params["fc.M"][...] = W`` (in place).
+"""
+
+import numpy as np
+
+from .errors import ConfigError, ShapeError
+from .gaussian import STRUCTURES, Point, check_finite
+from .layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Softmax
+from .losses import Objective, cross_entropy, gaussian_nll, one_hot, squared_error
+
+LAYER_TYPES = {cls.__name__: cls for cls in (Linear, Conv2d, ReLU, MaxPool2d, Flatten, Softmax)}
+TASKS = ("classification", "regression")
+
+
+class Sequential:
+    """Layers applied in order; ``forward`` and ``backward`` chain theirs.
+
+    layers : list of (name, Layer);  task : "classification" or "regression";
+    input_shape : the shape of one example, e.g. (1, 28, 28) or (784,).
+    """
+
+    def __init__(self, layers, *, task="classification", input_shape):
+        if task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, found {task!r}")
+        names = [n for n, _ in layers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"layer names must be unique, found {names}")
+        self.layers, self.task, self.input_shape = list(layers), task, tuple(input_shape)
+
+    # -- parameters -------------------------------------------------------------------------
+    @property
+    def params(self):
+        """{"layer.param": array}; the arrays are the layers' own, so in-place edits stick."""
+        return {f"{n}.{k}": v for n, layer in self.layers for k, v in layer.params.items()}
+
+    @property
+    def grads(self):
+        """{"layer.param": gradient} from the last backward pass (summed over the batch)."""
+        return {f"{n}.{k}": v for n, layer in self.layers for k, v in layer.grads.items()}
+
+    @property
+    def bayesian(self):
+        return any(layer.bayesian for _, layer in self.layers)
+
+    @property
+    def bayesian_layers(self):
+        return [layer for _, layer in self.layers if layer.bayesian]
+
+    @property
+    def dtype(self):
+        return next(iter(self.params.values())).dtype
+
+    def __getitem__(self, name):
+        return dict(self.layers)[name]
+
+    def n_parameters(self):
+        """Counts of numbers by kind: means (M), variances (rho) and biases (b)."""
+        counts = {"means": 0, "variances": 0, "biases": 0}
+        kind = {"M": "means", "rho": "variances", "b": "biases"}
+        for _, layer in self.layers:
+            for k, v in layer.params.items():
+                counts[kind[k]] += v.size
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def astype(self, dtype):
+        """Convert every parameter to float32 or float64 in place; returns self."""
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise ConfigError(f"dtype must be float32 or float64, found {dtype}")
+        for _, layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    # -- forward / backward -------------------------------------------------------------------
+    def check_input(self, x):
+        """Validate a raw input array: shape (B, *input_shape), the model's dtype, finite."""
+        if not isinstance(x, np.ndarray):
+            raise ShapeError(f"input must be a numpy array, found {type(x).__name__}")
+        if x.ndim != 1 + len(self.input_shape) or x.shape[1:] != self.input_shape or x.shape[0] < 1:
+            raise ShapeError(f"input must have shape (B, {', '.join(map(str, self.input_shape))}),"
+                             f" found {x.shape}")
+        if x.dtype != self.dtype:
+            raise ShapeError(f"input must be {self.dtype} (the model's dtype), found {x.dtype}; "
+                             f"convert with x.astype(np.{self.dtype})")
+        check_finite("input", x)
+
+    def forward(self, x, *, input_grad=False):
+        """Propagate a batch: x an array (B, *input_shape) or a structure -> output structure.
+
+        ``input_grad=True`` makes ``backward`` return the gradient with respect to the input.
+        """
+        if not isinstance(x, STRUCTURES):
+            self.check_input(x)
+            x = Point(x)
+        for i, (_, layer) in enumerate(self.layers):
+            layer.input_grad = input_grad or i > 0
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        """Chain the layers' backward passes; returns the input gradient (or None)."""
+        for _, layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    # -- rebuild ----------------------------------------------------------------------------------
+    def spec(self):
+        """A JSON-able description of the architecture (no parameter values)."""
+        return {"task": self.task, "input_shape": list(self.input_shape),
+                "layers": [[n, layer.spec()] for n, layer in self.layers]}
+
+    @classmethod
+    def from_spec(cls, spec, *, rng=None, dtype=np.float64):
+        """Build a freshly initialised network from :meth:`spec` output."""
+        rng = np.random.default_rng(0) if rng is None else rng
+        layers = []
+        for name, ls in spec["layers"]:
+            ls = dict(ls)
+            kind = ls.pop("type")
+            if kind not in LAYER_TYPES:
+                raise ConfigError(f"unknown layer type {kind!r}; known: {sorted(LAYER_TYPES)}")
+            cls_ = LAYER_TYPES[kind]
+            if cls_ in (Linear, Conv2d):
+                layers.append((name, cls_(*_positional(kind, ls), rng=rng, dtype=dtype, **ls)))
+            else:
+                layers.append((name, cls_(**ls)))
+        return cls(layers, task=spec["task"], input_shape=spec["input_shape"])
+
+
+def _positional(kind, ls):
+    keys = ("d_in", "d_out") if kind == "Linear" else ("c_in", "n_kernels", "kernel_size")
+    return [ls.pop(k) for k in keys]
+
+
+# ---------------------------------------------------------------------------------------------
+# builders
+# ---------------------------------------------------------------------------------------------
+
+
+def paper_cnn(n_kernels, *, bayesian=True, input_shape=(1, 28, 28), kernel_size=5, n_classes=10,
+              seed=0, dtype=np.float64, rho_range=(-12.0, -2.2), init_std=0.1):
+    """conv r x r (N kernels, VALID) -> ReLU -> max-pool 2 -> flatten -> linear K -> softmax.
+
+    The vanilla network (``bayesian=False``) ends at the logits (cross-entropy is computed on
+    them); :func:`predict` applies the softmax for both.
+    """
+    if int(n_kernels) < 1:
+        raise ConfigError(f"n_kernels must be >= 1, found {n_kernels}")
+    C, H, W = input_shape
+    Hc, Wc = H - kernel_size + 1, W - kernel_size + 1
+    if Hc < 1 or Wc < 1:
+        raise ConfigError(f"a {kernel_size}x{kernel_size} kernel does not fit a {H}x{W} input")
+    L = ((Hc + 1) // 2) * ((Wc + 1) // 2)
+    rng = np.random.default_rng(seed)
+    kw = dict(bayesian=bayesian, rng=rng, dtype=dtype, rho_range=rho_range, init_std=init_std)
+    layers = [("conv", Conv2d(C, int(n_kernels), kernel_size, **kw)), ("relu", ReLU()),
+              ("pool", MaxPool2d()), ("flatten", Flatten()),
+              ("fc", Linear(int(n_kernels) * L, n_classes, **kw))]
+    if bayesian:
+        layers.append(("softmax", Softmax()))
+    return Sequential(layers, task="classification", input_shape=input_shape)
+
+
+def mlp(sizes, *, bayesian=True, task="classification", input_shape=None, seed=0,
+        dtype=np.float64, rho_range=(-12.0, -2.2)):
+    """Linear -> ReLU -> ... -> Linear (-> Softmax for a Bayesian classifier).
+
+    sizes : (D, H1, ..., K) layer widths. If ``input_shape`` has more than one axis (images),
+    a Flatten layer comes first.
+    """
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ConfigError(f"sizes must be at least (inputs, outputs), all >= 1; found {sizes}")
+    input_shape = (sizes[0],) if input_shape is None else tuple(input_shape)
+    if int(np.prod(input_shape)) != sizes[0]:
+        raise ConfigError(f"input_shape {input_shape} does not have {sizes[0]} features")
+    rng = np.random.default_rng(seed)
+    layers = [("flatten", Flatten())] if len(input_shape) > 1 else []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        if i > 1:
+            layers.append((f"relu{i - 1}", ReLU()))
+        layers.append((f"fc{i}", Linear(a, b, bayesian=bayesian, rng=rng, dtype=dtype,
+                                        rho_range=rho_range)))
+    if bayesian and task == "classification":
+        layers.append(("softmax", Softmax()))
+    return Sequential(layers, task=task, input_shape=input_shape)
+
+
+def small_cnn(channels=(8, 16), *, bayesian=True, input_shape=(1, 28, 28), kernel_size=3,
+              n_classes=10, seed=0, dtype=np.float64):
+    """[conv (same) -> ReLU -> max-pool] per entry of ``channels`` -> flatten -> linear -> softmax.
+
+    The second and later convolutions take a random input: they use the diagonal approximation
+    (see :mod:`tinybnn.layers.conv2d`).
+    """
+    rng = np.random.default_rng(seed)
+    C, H, W = input_shape
+    layers, c_in = [], C
+    for i, c in enumerate(channels, start=1):
+        layers += [(f"conv{i}", Conv2d(c_in, c, kernel_size, padding="same", bayesian=bayesian,
+                                        rng=rng, dtype=dtype)),
+                   (f"relu{i}", ReLU()), (f"pool{i}", MaxPool2d())]
+        c_in, H, W = c, (H + 1) // 2, (W + 1) // 2
+    layers += [("flatten", Flatten()),
+               ("fc", Linear(c_in * H * W, n_classes, bayesian=bayesian, rng=rng, dtype=dtype))]
+    if bayesian:
+        layers.append(("softmax", Softmax()))
+    return Sequential(layers, task="classification", input_shape=input_shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# loss and gradients
+# ---------------------------------------------------------------------------------------------
+
+
+class LossParts:
+    """The loss of one batch: ``total = nll_scale * nll + reg``; ``nll`` the mean data term
+    (Gaussian NLL, or cross-entropy for a vanilla net), ``reg`` the regulariser as added."""
+
+    def __init__(self, total, nll, reg):
+        self.total, self.nll, self.reg = float(total), float(nll), float(reg)
+
+    def __repr__(self):
+        return f"LossParts(total={self.total:.6g}, nll={self.nll:.6g}, reg={self.reg:.6g})"
+
+
+def data_term(model, out, y, jitter):
+    """(loss, gradient w.r.t. the output, per-example losses) of the data term."""
+    if model.task == "classification":
+        if not model.bayesian:
+            return cross_entropy(out, y)
+        return gaussian_nll(out, one_hot(y, out.mean.shape[1], out.mean.dtype), jitter)
+    y = np.asarray(y)
+    if y.dtype != out.mean.dtype:
+        raise ShapeError(f"regression targets must be {out.mean.dtype}, found {y.dtype}")
+    return gaussian_nll(out, y, jitter) if model.bayesian else squared_error(out, y)
+
+
+def loss_and_grads(model, x, y, objective=Objective()):
+    """Forward, loss, backward for one batch -> (LossParts, {"layer.param": gradient}).
+
+    x : (B, *input_shape) in the model's dtype;  y : int labels (B,) or float targets (B, K).
+    """
+    if np.shape(y)[0] != np.shape(x)[0]:
+        raise ShapeError(f"x and y must have the same batch size, found {np.shape(x)[0]} "
+                         f"and {np.shape(y)[0]}")
+    out = model.forward(x)
+    nll, dout, _ = data_term(model, out, y, objective.jitter)
+    scale = objective.nll_scale if model.bayesian else 1.0
+    reg, reg_grads = (objective.regularise(model.bayesian_layers) if model.bayesian
+                      else (0.0, {}))
+    model.backward(_scaled(dout, scale))
+    for _, layer in model.layers:
+        for k, g in reg_grads.get(id(layer), {}).items():
+            layer.grads[k] = layer.grads[k] + g
+    return LossParts(scale * nll + reg, nll, reg), model.grads
+
+
+def _scaled(grad, scale):
+    if scale == 1.0:
+        return grad
+    return type(grad)(*(None if v is None else v * scale for v in vars(grad).values()))
+
+
+def predict(model, x):
+    """The predictive distribution: (mean (B, K), covariance (B, K, K) or None for vanilla).
+
+    For a classifier the mean holds class probabilities (the vanilla logits go through a
+    softmax); a Bayesian model with a Diagonal output returns its diagonal as a matrix.
+    """
+    from .functions import softmax
+
+    out = model.forward(x)
+    if not model.bayesian:
+        m = softmax(out.mean) if model.task == "classification" else out.mean
+        return m, None
+    if hasattr(out, "cov"):
+        return out.mean, out.cov
+    return out.mean, np.einsum("bk,kl->bkl", out.var, np.eye(out.var.shape[1], dtype=out.var.dtype))
