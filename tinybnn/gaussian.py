@@ -35,8 +35,8 @@ from .errors import ShapeError
 def check_finite(name, a):
     """Raise ShapeError if ``a`` holds NaN or Inf, naming the array and the first bad index."""
     if not np.all(np.isfinite(a)):
-        bad = np.argwhere(~np.isfinite(a))[0]
-        raise ShapeError(f"{name} must be finite, found {a[tuple(bad)]} at index {tuple(bad)}")
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+        raise ShapeError(f"{name} must be finite, found {a[bad]} at index {bad}")
 
 
 @dataclass

@@ -1,0 +1,114 @@
+"""Optimisers and learning-rate schedules, on ``{name: array}`` dictionaries.
+
+``step(params, grads)`` updates every array of ``params`` in place (so a network's layers see the
+change) from the gradient of the same name. A learning rate is a number or a schedule: an
+object called with the step count (0, 1, ...) that returns the rate for that step.
+
+Adam (Kingma & Ba 2015), step t = 1, 2, ...::
+
+    m <- b1 m + (1 - b1) g,    v <- b2 v + (1 - b2) g^2
+    p <- p - lr_t * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+SGD with momentum::
+
+    u <- mu u + g,   p <- p - lr_t u
+"""
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+class Constant:
+    """lr_t = lr."""
+
+    def __init__(self, lr):
+        self.lr = _positive("lr", lr)
+
+    def __call__(self, step):
+        return self.lr
+
+
+class ExponentialDecay:
+    """lr_t = lr * (final_lr / lr)^(min(t, total) / total): geometric from lr to final_lr."""
+
+    def __init__(self, lr, final_lr, total_steps):
+        self.lr, self.final_lr = _positive("lr", lr), _positive("final_lr", final_lr)
+        self.total = int(_positive("total_steps", total_steps))
+
+    def __call__(self, step):
+        return self.lr * (self.final_lr / self.lr) ** (min(step, self.total) / self.total)
+
+
+class PolynomialDecay:
+    """lr_t = final + (lr - final) (1 - min(t, total)/total)^power."""
+
+    def __init__(self, lr, final_lr, total_steps, power=1.0):
+        self.lr, self.final_lr = _positive("lr", lr), _positive("final_lr", final_lr)
+        self.total, self.power = int(_positive("total_steps", total_steps)), _positive("power", power)
+
+    def __call__(self, step):
+        frac = 1.0 - min(step, self.total) / self.total
+        return self.final_lr + (self.lr - self.final_lr) * frac**self.power
+
+
+def _positive(name, value):
+    if not (isinstance(value, (int, float, np.floating)) and np.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number, found {value!r}")
+    return float(value)
+
+
+def _schedule(lr):
+    return lr if callable(lr) else Constant(lr)
+
+
+def _check(params, grads):
+    if params.keys() != grads.keys():
+        raise ConfigError(f"gradients must match parameters: {sorted(params)} vs {sorted(grads)}")
+
+
+class Adam:
+    """Adam with bias correction; state per parameter name."""
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+        for name, b in (("beta1", beta1), ("beta2", beta2)):
+            if not 0 <= b < 1:
+                raise ConfigError(f"{name} must be in [0, 1), found {b}")
+        self.lr, self.beta1, self.beta2, self.eps = _schedule(lr), beta1, beta2, _positive("eps", eps)
+        self.t, self.m, self.v = 0, {}, {}
+
+    def step(self, params, grads):
+        _check(params, grads)
+        lr = self.lr(self.t)
+        self.t += 1
+        c1, c2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t
+        for k, p in params.items():
+            g = grads[k]
+            m = self.m.setdefault(k, np.zeros_like(p))
+            v = self.v.setdefault(k, np.zeros_like(p))
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * g * g
+            p -= (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+        return lr
+
+
+class SGD:
+    """Stochastic gradient descent with (heavy-ball) momentum."""
+
+    def __init__(self, lr=1e-2, momentum=0.9):
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), found {momentum}")
+        self.lr, self.momentum, self.t, self.u = _schedule(lr), momentum, 0, {}
+
+    def step(self, params, grads):
+        _check(params, grads)
+        lr = self.lr(self.t)
+        self.t += 1
+        for k, p in params.items():
+            u = self.u.setdefault(k, np.zeros_like(p))
+            u *= self.momentum
+            u += grads[k]
+            p -= lr * u
+        return lr
