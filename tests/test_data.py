@@ -311,10 +311,24 @@ def test_pickled_arrays_are_refused(data_dir, monkeypatch):
         data.load("digits")
 
 
-def test_not_a_zip_file_is_refused(data_dir, monkeypatch):
+def not_a_zip(raw):
+    return b"not a zip file"
+
+
+def truncated(raw):
+    return raw[: len(raw) // 2]                         # zip magic, no central directory
+
+
+def damaged(raw):
+    return raw[:200] + bytes(100) + raw[300:]           # a broken compressed stream
+
+
+@pytest.mark.parametrize("spoil", [not_a_zip, truncated, damaged])
+def test_an_unreadable_file_is_refused(tmp_path, monkeypatch, spoil):
+    path = tmp_path / "digits.npz"
+    path.write_bytes(spoil(data.find_file("digits").read_bytes()))
+    monkeypatch.setenv("TINYBNN_DATA", str(tmp_path))
     monkeypatch.setattr(data, "SHA256", dict(data.SHA256))
-    path = data_dir / "digits.npz"
-    path.write_bytes(b"not a zip file")
     data.SHA256["digits.npz"] = data.sha256_of(path.read_bytes())
     with pytest.raises(DataError, match="cannot read .* as an .npz file"):
         data.load("digits")

@@ -32,6 +32,8 @@ import io
 import math
 import numbers
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,7 +191,7 @@ def _read_npz(source, path):
     try:
         with np.load(source, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError) as err:    # zipfile.BadZipFile is an OSError
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise DataError(f"cannot read {path} as an .npz file: {err}") from err
 
 
