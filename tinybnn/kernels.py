@@ -10,6 +10,7 @@ d = C r r patch length (ordered (c, i, j) like ``M.reshape(N, -1)``), N channels
 per channel after pooling, K units of the next layer.
 """
 
+import numba
 import numpy as np
 
 # ---------------------------------------------------------------------------------------------
@@ -80,6 +81,7 @@ def scatter_numpy(g, idx, shape):
 # ---------------------------------------------------------------------------------------------
 # the factored covariance path (flattened first conv -> linear layer)
 # ---------------------------------------------------------------------------------------------
+# At_bn = M_n^T F_bn is stored transposed, (K, d), so that the innermost loops run along d.
 
 
 def _rows_of(patches, rows, scale):
@@ -89,29 +91,29 @@ def _rows_of(patches, rows, scale):
 
 
 def factored_project_numpy(patches, rows, scale, M3):
-    """A_bn = F_bn^T M_n (B, N, d, K) and tau_bn = ||F_bn||_F^2 (B, N).
+    """At_bn = M_n^T F_bn (B, N, K, d) and tau_bn = ||F_bn||_F^2 (B, N).
 
     patches (B, P, d), rows and scale (B, N, L), M3 (N, L, K).
     """
     F = _rows_of(patches, rows, scale)  # (B, N, L, d)
-    A = np.einsum("bnld,nlk->bndk", F, M3, optimize=True)
+    At = np.einsum("nlk,bnld->bnkd", M3, F, optimize=True)
     tau = np.einsum("bnld,bnld->bn", F, F)
-    return A, tau
+    return At, tau
 
 
-def factored_project_backward_numpy(patches, rows, scale, AG, s):
-    """dM_n = sum_b 2 s_n F_bn (A_bn G_b) -> (N, L, K); AG (B, N, d, K), s (N,)."""
+def factored_project_backward_numpy(patches, rows, scale, GAt, s):
+    """dM_n = sum_b 2 s_n F_bn (G_b At_bn)^T -> (N, L, K); GAt (B, N, K, d), s (N,)."""
     F = _rows_of(patches, rows, scale)
-    return 2.0 * s[:, None, None] * np.einsum("bnld,bndk->nlk", F, AG, optimize=True)
+    return 2.0 * s[:, None, None] * np.einsum("bnld,bnkd->nlk", F, GAt, optimize=True)
 
 
-def factored_patch_grad_numpy(patches, rows, scale, M3, AG, s, c):
-    """dl/dpatches (B, P, d) from dF_bn = 2 s_n (M_n (A_bn G_b)^T + c_b F_bn) (L, d).
+def factored_patch_grad_numpy(patches, rows, scale, M3, GAt, s, c):
+    """dl/dpatches (B, P, d) from dF_bn = 2 s_n (M_n G_b At_bn + c_b F_bn) (L, d).
 
     dpatches[b, rows[b, n, l]] += scale[b, n, l] dF_bn[l]. c (B,).
     """
     F = _rows_of(patches, rows, scale)
-    dF = np.einsum("nlk,bndk->bnld", M3, AG, optimize=True) + c[:, None, None, None] * F
+    dF = np.einsum("nlk,bnkd->bnld", M3, GAt, optimize=True) + c[:, None, None, None] * F
     dF *= 2.0 * s[None, :, None, None] * scale[..., None]
     B, P, d = patches.shape
     out = np.zeros((B, P, d), dtype=patches.dtype)
@@ -120,11 +122,180 @@ def factored_patch_grad_numpy(patches, rows, scale, M3, AG, s, c):
     return out
 
 
-im2col = im2col_numpy
-col2im = col2im_numpy
-maxpool_argmax = maxpool_argmax_numpy
-gather = gather_numpy
-scatter = scatter_numpy
-factored_project = factored_project_numpy
-factored_project_backward = factored_project_backward_numpy
-factored_patch_grad = factored_patch_grad_numpy
+# ---------------------------------------------------------------------------------------------
+# numba versions: the same numbers as the twins above, as loops
+# ---------------------------------------------------------------------------------------------
+
+# fastmath only lets LLVM reorder sums and fuse multiply-adds (so reductions vectorise); the
+# flags that would let it assume no NaN or Inf stay off, so a divergence still shows as NaN.
+_FASTMATH = {"reassoc", "contract"}
+_pjit = numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+
+
+@_pjit
+def im2col(x, r):
+    """numba twin of :func:`im2col_numpy`, parallel over the batch."""
+    B, C, H, W = x.shape
+    Ho, Wo = H - r + 1, W - r + 1
+    out = np.empty((B, Ho * Wo, C * r * r), dtype=x.dtype)
+    for b in numba.prange(B):
+        for h in range(Ho):
+            for w in range(Wo):
+                p = h * Wo + w
+                q = 0
+                for c in range(C):
+                    for i in range(r):
+                        for j in range(r):
+                            out[b, p, q] = x[b, c, h + i, w + j]
+                            q += 1
+    return out
+
+
+@_pjit
+def col2im(cols, shape, r):
+    """numba twin of :func:`col2im_numpy`, parallel over the batch."""
+    B, C, H, W = shape
+    Ho, Wo = H - r + 1, W - r + 1
+    out = np.zeros((B, C, H, W), dtype=cols.dtype)
+    for b in numba.prange(B):
+        for h in range(Ho):
+            for w in range(Wo):
+                p = h * Wo + w
+                q = 0
+                for c in range(C):
+                    for i in range(r):
+                        for j in range(r):
+                            out[b, c, h + i, w + j] += cols[b, p, q]
+                            q += 1
+    return out
+
+
+@_pjit
+def maxpool_argmax(m):
+    """numba twin of :func:`maxpool_argmax_numpy` (first maximum, ceil mode)."""
+    B, C, H, W = m.shape
+    Ho, Wo = (H + 1) // 2, (W + 1) // 2
+    out = np.empty((B, C, Ho, Wo), dtype=np.int64)
+    for b in numba.prange(B):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    best = 2 * i * W + 2 * j
+                    val = m[b, c, 2 * i, 2 * j]
+                    for a in range(2):
+                        for e in range(2):
+                            h, w = 2 * i + a, 2 * j + e
+                            if h < H and w < W and m[b, c, h, w] > val:
+                                val = m[b, c, h, w]
+                                best = h * W + w
+                    out[b, c, i, j] = best
+    return out
+
+
+def gather(a, idx):
+    """a (B, C, H, W) gathered at flat indices idx (B, C, Ho, Wo) (numba, via _gather3)."""
+    B, C = idx.shape[:2]
+    out = _gather3(np.ascontiguousarray(a).reshape(B, C, -1), idx.reshape(B, C, -1))
+    return out.reshape(idx.shape)
+
+
+@_pjit
+def _gather3(flat, idx):
+    B, C, L = idx.shape
+    out = np.empty((B, C, L), dtype=flat.dtype)
+    for b in numba.prange(B):
+        for c in range(C):
+            for l in range(L):
+                out[b, c, l] = flat[b, c, idx[b, c, l]]
+    return out
+
+
+def scatter(g, idx, shape):
+    """Adjoint of gather (numba, via _scatter3)."""
+    B, C = idx.shape[:2]
+    out = _scatter3(np.ascontiguousarray(g).reshape(B, C, -1), idx.reshape(B, C, -1),
+                    shape[2] * shape[3])
+    return out.reshape(shape)
+
+
+@_pjit
+def _scatter3(g, idx, n):
+    B, C, L = idx.shape
+    out = np.zeros((B, C, n), dtype=g.dtype)
+    for b in numba.prange(B):
+        for c in range(C):
+            for l in range(L):
+                out[b, c, idx[b, c, l]] += g[b, c, l]
+    return out
+
+
+@_pjit
+def factored_project(patches, rows, scale, M3):
+    """numba twin of :func:`factored_project_numpy`, parallel over the batch."""
+    B, P, d = patches.shape
+    N, L, K = M3.shape
+    At = np.zeros((B, N, K, d), dtype=patches.dtype)
+    tau = np.zeros((B, N), dtype=patches.dtype)
+    for b in numba.prange(B):
+        for n in range(N):
+            t = 0.0
+            for l in range(L):
+                sc = scale[b, n, l]
+                if sc == 0:
+                    continue
+                row = rows[b, n, l]
+                nrm = 0.0
+                for i in range(d):
+                    nrm += patches[b, row, i] * patches[b, row, i]
+                t += sc * sc * nrm
+                for k in range(K):
+                    w = sc * M3[n, l, k]
+                    for i in range(d):
+                        At[b, n, k, i] += w * patches[b, row, i]
+            tau[b, n] = t
+    return At, tau
+
+
+@_pjit
+def factored_project_backward(patches, rows, scale, GAt, s):
+    """numba twin of :func:`factored_project_backward_numpy`, parallel over kernels."""
+    B, P, d = patches.shape
+    _, N, K, _ = GAt.shape
+    L = rows.shape[2]
+    out = np.zeros((N, L, K), dtype=patches.dtype)
+    for n in numba.prange(N):
+        two_s = 2.0 * s[n]
+        for b in range(B):
+            for l in range(L):
+                sc = scale[b, n, l]
+                if sc == 0:
+                    continue
+                row = rows[b, n, l]
+                for k in range(K):
+                    acc = 0.0
+                    for i in range(d):
+                        acc += patches[b, row, i] * GAt[b, n, k, i]
+                    out[n, l, k] += two_s * sc * acc
+    return out
+
+
+@_pjit
+def factored_patch_grad(patches, rows, scale, M3, GAt, s, c):
+    """numba twin of :func:`factored_patch_grad_numpy`, parallel over the batch."""
+    B, P, d = patches.shape
+    N, L, K = M3.shape
+    out = np.zeros((B, P, d), dtype=patches.dtype)
+    for b in numba.prange(B):
+        for n in range(N):
+            two_s = 2.0 * s[n]
+            for l in range(L):
+                sc = scale[b, n, l]
+                if sc == 0:
+                    continue
+                row = rows[b, n, l]
+                for i in range(d):
+                    acc = c[b] * sc * patches[b, row, i]
+                    for k in range(K):
+                        acc += M3[n, l, k] * GAt[b, n, k, i]
+                    out[b, row, i] += two_s * sc * acc
+    return out

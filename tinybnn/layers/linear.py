@@ -37,6 +37,7 @@ Backward. With upstream ``g = dl/dm_out`` (K,), symmetric ``G = dl/dS_out`` (K, 
 For FlatFactored the input gradient is the gradient with respect to the factors::
 
     ds_k       = <G, A_k^T A_k> + c ||F_k||_F^2          (per example)
+    (the code stores At_k = A_k^T (K, d), so the innermost loops run along d)
     dF_k       = 2 s_k ( M_k G A_k^T + c F_k )           (L, d), scattered into dpatches
 (the ``c ||F_k||^2`` term comes from the ``c I`` part of dS). A vanilla Linear (no ``rho``) maps
 Point to Point with the same mean path.
@@ -191,27 +192,28 @@ class Linear(Layer):
         mu = x.mean
         m = self._mean(mu)
         M3 = self.params["M"].reshape(N, L, self.d_out)  # block k reads channel k  (N, L, K)
-        A, tau = kernels.factored_project(x.patches, x.rows, x.scale, M3)  # (B,N,d,K), (B,N)
+        rows = np.ascontiguousarray(x.rows)
+        At, tau = kernels.factored_project(x.patches, rows, x.scale, M3)  # (B,N,K,d), (B,N)
         t = tau @ x.s + np.einsum("bd,bd->b", mu, mu)  # (B,)
-        S = np.einsum("bndk,bndl->bkl", A * x.s[None, :, None, None], A, optimize=True)
+        S = np.einsum("bnkd,bnld->bkl", At * x.s[None, :, None, None], At, optimize=True)
         add_diagonal(S, t[:, None] * self.s)
-        return Full(m, S), (x, A, tau, t)
+        return Full(m, S), (x, rows, At, tau, t)
 
     def _backward_factored(self, dy, saved):
-        x, A, tau, t = saved
-        B, N, L = x.rows.shape
+        x, rows, At, tau, t = saved
+        B, N, L = rows.shape
         M, g, G = self.params["M"], dy.mean, dy.cov
         c = self._cov_grads_tail(G, t)
-        AG = A @ G[:, None]  # (B, N, d, K)
-        ds_in = np.einsum("bndk,bndk->bn", AG, A) + c[:, None] * tau  # (B, N)
+        GAt = G[:, None] @ At  # G A_k^T = (A_k G)^T  (B, N, K, d)
+        ds_in = np.einsum("bnkd,bnkd->bn", GAt, At) + c[:, None] * tau  # (B, N)
         self._mean_grads(x.mean, g)
-        dM3 = kernels.factored_project_backward(x.patches, x.rows, x.scale, AG, x.s)  # (N, L, K)
+        dM3 = kernels.factored_project_backward(x.patches, rows, x.scale, GAt, x.s)  # (N, L, K)
         self.grads["M"] += dM3.reshape(N * L, self.d_out)
         dmu = g @ M.T + 2.0 * c[:, None] * x.mean
         dpatches = None
         if x.track_patches:
             M3 = M.reshape(N, L, self.d_out)
-            dpatches = kernels.factored_patch_grad(x.patches, x.rows, x.scale, M3, AG, x.s, c)
+            dpatches = kernels.factored_patch_grad(x.patches, rows, x.scale, M3, GAt, x.s, c)
         return FactoredGrad(dmu, ds_in, dpatches)
 
 
