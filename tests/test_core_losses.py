@@ -56,7 +56,7 @@ def test_nll_rejects_non_positive_definite_and_nan():
     with pytest.raises(DivergenceError, match="not positive definite"):
         gaussian_nll(out, np.zeros((1, 2)))
     out = Full(np.array([[np.nan, 0.0]]), np.eye(2)[None])
-    with pytest.raises(ShapeError, match="finite"):
+    with pytest.raises(DivergenceError, match="finite"):
         gaussian_nll(out, np.zeros((1, 2)))
     with pytest.raises(ShapeError, match="shape"):
         gaussian_nll(Full(np.zeros((1, 2)), np.eye(2)[None]), np.zeros((1, 3)))

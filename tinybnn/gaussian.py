@@ -32,11 +32,11 @@ import numpy as np
 from .errors import ShapeError
 
 
-def check_finite(name, a):
-    """Raise ShapeError if ``a`` holds NaN or Inf, naming the array and the first bad index."""
+def check_finite(name, a, error=ShapeError):
+    """Raise ``error`` if ``a`` holds NaN or Inf, naming the array and the first bad index."""
     if not np.all(np.isfinite(a)):
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-        raise ShapeError(f"{name} must be finite, found {a[bad]} at index {bad}")
+        raise error(f"{name} must be finite, found {a[bad]} at index {bad}")
 
 
 @dataclass

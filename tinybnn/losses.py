@@ -10,7 +10,8 @@ under the output mean ``mu`` (K,) and covariance ``S`` (K, K), per example::
 ``eps`` is the jitter (:data:`JITTER`, default 1e-3), named and configurable; ``log det A`` and
 ``A^-1`` come from the Cholesky factor ``A = L L^T``. A covariance that is not positive definite
 even with the jitter raises :class:`~tinybnn.errors.DivergenceError`; nothing is clipped or
-replaced. The batch loss is the mean over examples, so gradients carry ``1/B``.
+replaced; a NaN or Inf in the output raises it too (the input was checked, so the network
+diverged). The batch loss is the mean over examples, so gradients carry ``1/B``.
 
 **Regularisers** of the Bayesian layers. A layer has n kernels (conv) or units (linear), each
 with mean vector ``m_k`` of length d (conv: ``M[k].ravel()``, d = C r r; linear: ``M[:, k]``,
@@ -53,7 +54,7 @@ def _check_batch(out, target):
     if target.shape != out.mean.shape:
         raise ShapeError(f"target must have shape {out.mean.shape} (the output's), "
                          f"found {target.shape}")
-    check_finite("the network output mean", out.mean)
+    check_finite("the network output mean", out.mean, DivergenceError)
 
 
 def gaussian_nll(out, target, jitter=JITTER):
@@ -68,7 +69,7 @@ def gaussian_nll(out, target, jitter=JITTER):
     B = target.shape[0]
     r = out.mean - target  # (B, K)
     if isinstance(out, Diagonal):
-        check_finite("the network output variance", out.var)
+        check_finite("the network output variance", out.var, DivergenceError)
         a = out.var + jitter
         if np.any(a <= 0):
             raise DivergenceError(f"output variance + jitter must be > 0, found {a.min()}")
@@ -77,7 +78,7 @@ def gaussian_nll(out, target, jitter=JITTER):
         return per.mean(), Diagonal(alpha / B, 0.5 * (1 / a - alpha**2) / B), per
     if not isinstance(out, Full):
         raise ShapeError(f"gaussian_nll takes a Full or Diagonal output, found {type(out).__name__}")
-    check_finite("the network output covariance", out.cov)
+    check_finite("the network output covariance", out.cov, DivergenceError)
     K = r.shape[1]
     A = 0.5 * (out.cov + out.cov.transpose(0, 2, 1)) + jitter * np.eye(K, dtype=r.dtype)
     try:
@@ -98,7 +99,7 @@ def gaussian_nll(out, target, jitter=JITTER):
 
 def cross_entropy(logits, labels):
     """Mean softmax cross-entropy of logits (Point (B, K)) -> (loss, Point grad, per (B,))."""
-    check_finite("the network output", logits.mean)
+    check_finite("the network output", logits.mean, DivergenceError)
     y = one_hot(labels, logits.mean.shape[1], logits.mean.dtype)
     per = -(y * log_softmax(logits.mean)).sum(axis=1)
     B = y.shape[0]

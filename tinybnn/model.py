@@ -156,7 +156,7 @@ def paper_cnn(n_kernels, *, bayesian=True, input_shape=(1, 28, 28), kernel_size=
     """conv r x r (N kernels, VALID) -> ReLU -> max-pool 2 -> flatten -> linear K -> softmax.
 
     The vanilla network (``bayesian=False``) ends at the logits (cross-entropy is computed on
-    them); :func:`predict` applies the softmax for both.
+    them); :func:`tinybnn.evaluate.predict` applies the softmax for both.
     """
     if int(n_kernels) < 1:
         raise ConfigError(f"n_kernels must be >= 1, found {n_kernels}")
@@ -229,10 +229,12 @@ def small_cnn(channels=(8, 16), *, bayesian=True, input_shape=(1, 28, 28), kerne
 
 class LossParts:
     """The loss of one batch: ``total = nll_scale * nll + reg``; ``nll`` the mean data term
-    (Gaussian NLL, or cross-entropy for a vanilla net), ``reg`` the regulariser as added."""
+    (Gaussian NLL, or cross-entropy for a vanilla net), ``reg`` the regulariser as added;
+    ``output`` the network's output mean (probabilities, or a vanilla net's logits)."""
 
-    def __init__(self, total, nll, reg):
+    def __init__(self, total, nll, reg, output=None):
         self.total, self.nll, self.reg = float(total), float(nll), float(reg)
+        self.output = output
 
     def __repr__(self):
         return f"LossParts(total={self.total:.6g}, nll={self.nll:.6g}, reg={self.reg:.6g})"
@@ -267,27 +269,10 @@ def loss_and_grads(model, x, y, objective=Objective()):
     for _, layer in model.layers:
         for k, g in reg_grads.get(id(layer), {}).items():
             layer.grads[k] = layer.grads[k] + g
-    return LossParts(scale * nll + reg, nll, reg), model.grads
+    return LossParts(scale * nll + reg, nll, reg, out.mean), model.grads
 
 
 def _scaled(grad, scale):
     if scale == 1.0:
         return grad
     return type(grad)(*(None if v is None else v * scale for v in vars(grad).values()))
-
-
-def predict(model, x):
-    """The predictive distribution: (mean (B, K), covariance (B, K, K) or None for vanilla).
-
-    For a classifier the mean holds class probabilities (the vanilla logits go through a
-    softmax); a Bayesian model with a Diagonal output returns its diagonal as a matrix.
-    """
-    from .functions import softmax
-
-    out = model.forward(x)
-    if not model.bayesian:
-        m = softmax(out.mean) if model.task == "classification" else out.mean
-        return m, None
-    if hasattr(out, "cov"):
-        return out.mean, out.cov
-    return out.mean, np.einsum("bk,kl->bkl", out.var, np.eye(out.var.shape[1], dtype=out.var.dtype))

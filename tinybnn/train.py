@@ -1,0 +1,129 @@
+"""Minibatch training with a seeded shuffle, per-epoch metrics, checkpoints and a progress bar.
+
+``fit`` runs the optimiser over a training split for a number of epochs and returns the history,
+one dict per epoch::
+
+    epoch, lr, seconds, train_loss, train_nll, train_reg, train_accuracy,
+    val_accuracy, val_nll, val_log_loss, val_mean_predictive_variance   (if a validation split)
+
+The train figures are running means over the epoch's minibatches (the parameters change while
+they are measured); the validation figures are measured at the end of the epoch.
+
+Safety:
+
+- a NaN or Inf in the loss, the network output or the parameters stops training with a
+  :class:`~tinybnn.errors.DivergenceError` naming the step and the last good checkpoint;
+- with ``checkpoint`` set, the model is saved there (atomically) after every epoch, so a run
+  stopped by Ctrl-C or a divergence leaves the last complete epoch loadable.
+
+All randomness (the shuffle) comes from ``numpy.random.default_rng(seed)``.
+"""
+
+import math
+import time
+
+import numpy as np
+
+from . import io
+from .errors import ConfigError, DivergenceError
+from .evaluate import evaluate
+from .losses import Objective
+from .model import loss_and_grads
+from .optim import SGD, Adam, Constant, ExponentialDecay
+
+
+def make_optimizer(name, lr, final_lr, total_steps, momentum=0.9):
+    """Adam or SGD with a constant rate (``final_lr`` None) or exponential decay to final_lr."""
+    schedule = Constant(lr) if final_lr is None else ExponentialDecay(lr, final_lr, total_steps)
+    if name == "adam":
+        return Adam(schedule)
+    if name == "sgd":
+        return SGD(schedule, momentum=momentum)
+    raise ConfigError(f"optimizer must be 'adam' or 'sgd', found {name!r}")
+
+
+def _progress(total, desc, enabled):
+    """A tqdm bar that works in a terminal and a notebook (tqdm.auto), or None."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=100, lr=1e-3,
+        final_lr=None, optimizer="adam", seed=0, progress=True, checkpoint=None,
+        checkpoint_meta=None, on_epoch=None):
+    """Train ``model`` in place on ``train`` (``.x``, ``.y``); returns the history (a list).
+
+    objective       : the loss (regulariser, N_train, prior, jitter); see tinybnn.losses
+    epochs, batch_size, lr, final_lr, optimizer : the schedule (final_lr None = constant)
+    checkpoint      : a path; the model is saved there after every epoch
+    checkpoint_meta : a dict stored in the checkpoint's metadata (with the history so far)
+    on_epoch        : called with each epoch's dict after it is recorded
+    """
+    n = len(train.y)
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be an integer >= 1, found {epochs!r}")
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+        raise ConfigError(f"batch_size must be an integer between 1 and the {n} training "
+                          f"examples, found {batch_size!r}")
+    steps_per_epoch = math.ceil(n / batch_size)
+    opt = make_optimizer(optimizer, lr, final_lr, epochs * steps_per_epoch)
+    rng = np.random.default_rng(seed)
+    history, step = [], 0
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        order = rng.permutation(n)
+        sums = {"loss": 0.0, "nll": 0.0, "reg": 0.0, "correct": 0}
+        bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}", progress)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            x, y = train.x[idx], train.y[idx]
+            try:
+                parts, grads = loss_and_grads(model, x, y, objective)
+                if not np.isfinite(parts.total):
+                    raise DivergenceError(f"the loss is {parts.total}")
+            except DivergenceError as err:
+                if bar is not None:
+                    bar.close()
+                where = checkpoint if (checkpoint and history) else "none"
+                raise DivergenceError(f"training diverged at step {step + 1} (epoch {epoch}, "
+                                      f"batch {i + 1}): {err}; last good checkpoint: {where}") \
+                    from None
+            rate = opt.step(model.params, grads)
+            step += 1
+            sums["loss"] += parts.total * len(idx)
+            sums["nll"] += parts.nll * len(idx)
+            sums["reg"] += parts.reg * len(idx)
+            if model.task == "classification":
+                sums["correct"] += int((parts.output.argmax(axis=1) == y).sum())
+            if bar is not None:
+                bar.update()
+                if i % 10 == 0 or i == steps_per_epoch - 1:
+                    bar.set_postfix(loss=f"{parts.total:.4g}", acc=f"{sums['correct'] / min(n, (i + 1) * batch_size):.3f}")
+        if bar is not None:
+            bar.close()
+        _check_parameters(model, step)
+        row = {"epoch": epoch, "lr": rate, "steps": step,
+               "train_loss": sums["loss"] / n, "train_nll": sums["nll"] / n,
+               "train_reg": sums["reg"] / n}
+        if model.task == "classification":
+            row["train_accuracy"] = sums["correct"] / n
+        if val is not None:
+            m = evaluate(model, val, jitter=objective.jitter)
+            row.update({f"val_{k}": v for k, v in m.items() if k not in ("n", "per_class_accuracy")})
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+        if checkpoint:
+            meta = dict(checkpoint_meta or {}, history=history, complete=epoch == epochs)
+            io.save(checkpoint, model, meta)
+        if on_epoch is not None:
+            on_epoch(row)
+    return history
+
+
+def _check_parameters(model, step):
+    for k, p in model.params.items():
+        if not np.all(np.isfinite(p)):
+            raise DivergenceError(f"parameter {k} holds NaN or Inf after step {step}")
