@@ -85,11 +85,93 @@ def data_command(args):
 
 
 # --------------------------------------------------------------------------------------------
+# Options derived from a commented dataclass (tinybnn.runs.TrainOptions and friends)
+# --------------------------------------------------------------------------------------------
+
+def add_dataclass_options(parser, cls):
+    """One ``--name`` per field of ``cls``, typed from the field, helped from its metadata."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        meta = dict(f.metadata)
+        help_text = meta.pop("help", "")
+        kind = hints[f.name]
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        default = f.default
+        shown = "the preset's" if default is None else (
+            f"{default:.4g}" if isinstance(default, float) else default)
+        if base is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=default, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=base, default=default,
+                                metavar=f.name.upper(), help=f"{help_text} [{shown}]", **meta)
+
+
+def options_from_args(cls, args):
+    """Build ``cls`` from the parsed arguments named like its fields."""
+    import dataclasses
+
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+# --------------------------------------------------------------------------------------------
+# tinybnn train / tinybnn evaluate
+# --------------------------------------------------------------------------------------------
+
+def add_train_parser(subparsers):
+    from tinybnn.runs import TrainOptions
+
+    p = subparsers.add_parser(
+        "train", help="train the paper's CNN or an MLP, Bayesian or vanilla",
+        description="Train a network on a shipped dataset and write OUT/model.npz (rewritten "
+                    "after every epoch), OUT/metrics.json and OUT/learning_curves.png.")
+    add_dataclass_options(p, TrainOptions)
+    p.set_defaults(run=train_command)
+
+
+def train_command(args):
+    from tinybnn.runs import TrainOptions, train_run
+
+    metrics = train_run(options_from_args(TrainOptions, args))
+    print(json.dumps({k: metrics[k] for k in ("test_accuracy", "n_kernels", "n_parameters",
+                                               "epochs", "seconds", "preset", "dataset")}))
+    print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png", file=sys.stderr)
+    return 0
+
+
+def add_evaluate_parser(subparsers):
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate a model file on a test set; print metrics as JSON",
+        description="Load a model written by 'tinybnn train' (or 'compress') and print its "
+                    "test metrics as JSON, with the same keys as metrics.json.")
+    p.add_argument("model", help="path of a model file (.npz)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset to evaluate on [the one the model was trained on]")
+    p.add_argument("--test-subset", type=int, default=None, metavar="N",
+                   help="evaluate on N test images (class-balanced, seeded) [all]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the test subset [0]")
+    p.set_defaults(run=evaluate_command)
+
+
+def evaluate_command(args):
+    from tinybnn.runs import evaluate_run
+
+    metrics = evaluate_run(args.model, dataset=args.dataset, test_subset=args.test_subset,
+                           seed=args.seed)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # The parser and main()
 # --------------------------------------------------------------------------------------------
 
 #: One parser-builder per command, in the order ``--help`` lists them.
-COMMANDS = [add_data_parser]
+COMMANDS = [add_train_parser, add_evaluate_parser, add_data_parser]
 
 
 def build_parser():

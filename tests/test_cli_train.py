@@ -1,0 +1,96 @@
+"""`tinybnn train` and `tinybnn evaluate` on the small digits set: the files they write, the
+same seed giving the same metrics, and one-line errors for impossible options."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tinybnn import io
+from tinybnn.cli import main
+
+QUICK = ["--dataset", "digits", "--kernels", "3", "--epochs", "1", "--batch-size", "64",
+         "--no-progress"]
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_writes_model_metrics_and_plot(tmp_path, capsys):
+    code, out, err = run(["train", *QUICK, "--out", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == ["learning_curves.png", "metrics.json", "model.npz"]
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    for key in ("test_accuracy", "n_kernels", "n_parameters", "epochs", "seconds", "seed",
+                "preset", "dataset"):
+        assert key in metrics, key
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["n_kernels"] == 3
+    assert metrics["dataset"] == "digits" and metrics["preset"] == "elbo"
+    model, meta = io.load(tmp_path / "a" / "model.npz")
+    assert meta["complete"] and meta["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    assert model.n_parameters()["total"] == metrics["n_parameters"]
+    assert (tmp_path / "a" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    code, out, err = run(["evaluate", str(tmp_path / "a" / "model.npz")], capsys)
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["test_accuracy"] == metrics["test_accuracy"]
+    assert again["n_parameters"] == metrics["n_parameters"]
+
+
+def test_same_seed_gives_same_metrics(tmp_path, capsys):
+    results = []
+    for name in ("x", "y"):
+        assert run(["train", *QUICK, "--vanilla", "--seed", "7", "--out", str(tmp_path / name)],
+                   capsys)[0] == 0
+        m = json.loads((tmp_path / name / "metrics.json").read_text())
+        m.pop("seconds")
+        m["options"].pop("out")
+        results.append(m)
+    assert results[0] == results[1]
+
+
+def test_mlp_and_presets(tmp_path, capsys):
+    for extra in (["--model", "mlp", "--hidden", "16,16"], ["--preset", "authors2019"],
+                  ["--preset", "authors_later", "--dtype", "float32"]):
+        code, out, err = run(["train", *QUICK, *extra, "--out", str(tmp_path / "m")], capsys)
+        assert code == 0, err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--kernels", "0"], "kernels must be an integer >= 1"),
+    (["--lr", "-0.1"], "learning rate must be a positive number"),
+    (["--batch-size", "100000"], "batch size must be at most the"),
+    (["--epochs", "0"], "epochs must be an integer >= 1"),
+    (["--preset", "magic"], "unknown preset 'magic'"),
+    (["--hidden", "4,x", "--model", "mlp"], "hidden must be comma-separated"),
+    (["--validation", "1.5"], "validation must be a fraction"),
+    (["--dataset", "cifar"], "cifar"),
+])
+def test_impossible_values_give_one_line(tmp_path, capsys, argv, message):
+    base = ["train", "--dataset", "digits", "--epochs", "1", "--no-progress"]
+    code, out, err = run([*base, *argv, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert message in err and err.startswith("tinybnn: error:") and err.count("\n") == 1
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run(["train", *QUICK, "--out", str(blocker / "sub")], capsys)
+    assert code == 2 and "cannot write to the output folder" in err and err.count("\n") == 1
+
+
+def test_evaluate_bad_file_and_unknown_option_exit_cleanly(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    for argv in (["evaluate", str(bad)], ["train", "--no-such-option"]):
+        proc = subprocess.run([sys.executable, "-m", "tinybnn", *argv], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2
+        assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

@@ -1,0 +1,172 @@
+"""Training, evaluation and model files on the small digits set: learning happens, the same seed
+gives the same numbers, divergence and interruption leave a loadable checkpoint, and damaged
+model files are refused with a clear message."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from tinybnn import data, io
+from tinybnn.errors import ConfigError, DivergenceError, ModelFileError
+from tinybnn.evaluate import evaluate, predict
+from tinybnn.losses import Objective
+from tinybnn.model import mlp, paper_cnn
+from tinybnn.train import fit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", validation=0.1, seed=0)
+
+
+def small_cnn(seed=0, bayesian=True):
+    return paper_cnn(6, bayesian=bayesian, input_shape=(1, 8, 8), kernel_size=3, seed=seed,
+                     rho_range=(-10, -9))
+
+
+def test_bayesian_cnn_learns_digits(digits):
+    model = small_cnn()
+    history = fit(model, digits.train, val=digits.val, objective=Objective(n_train=1212),
+                  epochs=6, batch_size=50, lr=3e-3, progress=False)
+    test = evaluate(model, digits.test)
+    assert test["accuracy"] > 0.7, test  # chance is 0.1; 6 short epochs give about 0.8
+    assert history[-1]["train_nll"] < history[0]["train_nll"]
+    assert history[-1]["val_accuracy"] > history[0]["val_accuracy"] - 0.05
+    assert test["mean_predictive_variance"] > 0
+    keys = {"epoch", "lr", "seconds", "train_loss", "train_nll", "train_reg", "train_accuracy",
+            "val_accuracy", "val_nll", "val_log_loss", "val_mean_predictive_variance"}
+    assert keys <= set(history[0])
+
+
+def test_vanilla_cnn_and_mlp_learn_digits(digits):
+    for model in (small_cnn(bayesian=False), mlp((64, 32, 10), input_shape=(1, 8, 8))):
+        fit(model, digits.train, objective=Objective(n_train=1212), epochs=6, batch_size=50,
+            lr=3e-3, progress=False)
+        assert evaluate(model, digits.test)["accuracy"] > 0.7
+
+
+def test_same_seed_same_numbers(digits):
+    runs = []
+    for _ in range(2):
+        model = small_cnn(seed=3)
+        h = fit(model, digits.train, val=digits.val, epochs=2, batch_size=64, seed=5,
+                progress=False)
+        runs.append(([{k: v for k, v in r.items() if k != "seconds"} for r in h], model.params))
+    assert runs[0][0] == runs[1][0]
+    for k in runs[0][1]:
+        np.testing.assert_array_equal(runs[0][1][k], runs[1][1][k])
+
+
+def test_divergence_names_the_step_and_keeps_the_checkpoint(digits, tmp_path):
+    model = small_cnn()
+    ckpt = tmp_path / "model.npz"
+
+    def poison(row):
+        if row["epoch"] == 1:
+            model.params["fc.M"][0, 0] = np.nan
+
+    # 1212 training examples / batch 64 = 19 steps per epoch, so epoch 2 starts at step 20
+    with pytest.raises(DivergenceError, match=r"diverged at step 20 \(epoch 2, batch 1\).*"
+                                              + str(ckpt).replace(".", r"\.")):
+        fit(model, digits.train, epochs=3, batch_size=64, progress=False, checkpoint=ckpt,
+            on_epoch=poison)
+    saved, meta = io.load(ckpt)
+    assert len(meta["history"]) == 1 and not meta["complete"]
+    assert all(np.all(np.isfinite(p)) for p in saved.params.values())
+
+
+def test_interrupt_leaves_last_complete_epoch(digits, tmp_path):
+    model = small_cnn()
+    ckpt = tmp_path / "model.npz"
+
+    def stop(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, digits.train, epochs=5, batch_size=64, progress=False, checkpoint=ckpt,
+            on_epoch=stop)
+    saved, meta = io.load(ckpt)
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    mean, _ = predict(saved, digits.test.x)
+    np.testing.assert_allclose(mean, predict(model, digits.test.x)[0])
+    assert list(tmp_path.iterdir()) == [ckpt]  # no temporary files left behind
+
+
+@pytest.mark.parametrize("kwargs", [dict(epochs=0), dict(batch_size=0), dict(batch_size=10**6),
+                                    dict(lr=-1.0), dict(optimizer="rmsprop")])
+def test_fit_rejects_impossible_settings(digits, kwargs):
+    with pytest.raises(ConfigError):
+        fit(small_cnn(), digits.train, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_model_file_round_trip(tmp_path, dtype):
+    model = small_cnn(seed=4).astype(dtype)
+    io.save(tmp_path / "m.npz", model, {"note": "hello", "values": [1, 2]})
+    loaded, meta = io.load(tmp_path / "m.npz")
+    assert meta == {"note": "hello", "values": [1, 2]}
+    assert loaded.spec() == model.spec() and loaded.dtype == dtype
+    for k, p in model.params.items():
+        np.testing.assert_array_equal(loaded.params[k], p)
+    with zipfile.ZipFile(tmp_path / "m.npz") as z:  # no pickled objects inside
+        assert all(not name.endswith(".pkl") for name in z.namelist())
+
+
+def test_damaged_model_files_are_refused(tmp_path):
+    good = tmp_path / "good.npz"
+    io.save(good, small_cnn(), {})
+    raw = good.read_bytes()
+    cases = {}
+    cases["truncated"] = raw[: len(raw) // 2]
+    flipped = bytearray(raw)
+    flipped[len(raw) // 3] ^= 0xFF
+    cases["flipped"] = bytes(flipped)
+    for name, content in cases.items():
+        (tmp_path / f"{name}.npz").write_bytes(content)
+        with pytest.raises(ModelFileError, match="not a readable tinybnn model file|damaged"):
+            io.load(tmp_path / f"{name}.npz")
+    np.savez(tmp_path / "foreign.npz", weights=np.zeros(3))
+    with pytest.raises(ModelFileError, match="not a tinybnn model file"):
+        io.load(tmp_path / "foreign.npz")
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["__version__"] = np.array(io.FORMAT_VERSION + 1)
+    np.savez(tmp_path / "newer.npz", **arrays)
+    with pytest.raises(ModelFileError, match="newer tinybnn"):
+        io.load(tmp_path / "newer.npz")
+    arrays["__version__"] = np.array(io.FORMAT_VERSION)
+    arrays["param/fc.M"] = arrays["param/fc.M"][:-1]
+    np.savez(tmp_path / "shape.npz", **arrays)
+    with pytest.raises(ModelFileError, match="fc.M has shape"):
+        io.load(tmp_path / "shape.npz")
+    with pytest.raises(ModelFileError, match="no model file"):
+        io.load(tmp_path / "missing.npz")
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.bin"
+    target.write_bytes(b"old")
+
+    def fail(f):
+        f.write(b"half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        io.atomic_write(target, fail)
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]
+    with pytest.raises(ConfigError, match="does not exist"):
+        io.atomic_write(tmp_path / "nope" / "x.bin", lambda f: None)
+
+
+def test_evaluate_metrics_agree_with_predict(digits):
+    model = small_cnn()
+    mean, cov = predict(model, digits.test.x, batch_size=100)
+    m = evaluate(model, digits.test)
+    assert m["accuracy"] == pytest.approx((mean.argmax(1) == digits.test.y).mean())
+    assert m["mean_predictive_variance"] == pytest.approx(np.trace(cov, axis1=1, axis2=2).mean() / 10)
+    assert len(m["per_class_accuracy"]) == 10
+    json.dumps(m)  # JSON-able

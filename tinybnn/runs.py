@@ -1,0 +1,221 @@
+"""The training job behind ``tinybnn train`` and ``tinybnn evaluate``, callable from Python.
+
+``TrainOptions`` is a commented dataclass; the command line derives one ``--option`` per field
+(``tinybnn/cli.py``), so the two never disagree. ``train_run(options)`` loads the data, builds
+the network, trains it with checkpoints, evaluates it on the test split and writes into
+``options.out``::
+
+    model.npz             the model (architecture, parameters, options, metrics, history);
+                          rewritten atomically after every epoch, so it is always loadable
+    metrics.json          test_accuracy (a fraction), n_kernels, n_parameters, epochs, seconds,
+                          seed, preset, dataset, and more (see ``run_metrics``)
+    learning_curves.png   accuracy, data term and regulariser per epoch
+"""
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import data, io, presets
+from .errors import ConfigError
+from .evaluate import evaluate
+from .losses import Objective
+from .model import mlp, paper_cnn
+from .train import fit
+
+
+def option(help, **kw):
+    """Field metadata read by the command line: the help text and argparse extras."""
+    return {"help": help, **kw}
+
+
+@dataclass
+class TrainOptions:
+    """Everything ``tinybnn train`` needs. None means "the preset's value"."""
+
+    model: str = field(default="cnn", metadata=option(
+        "network: 'cnn' (the paper's conv-relu-pool-fc CNN) or 'mlp'", choices=("cnn", "mlp")))
+    kernels: int = field(default=32, metadata=option("number of conv kernels N of the CNN"))
+    hidden: str = field(default="400", metadata=option(
+        "hidden layer sizes of the MLP, comma-separated (e.g. 400,400)"))
+    vanilla: bool = field(default=False, metadata=option(
+        "train the deterministic network with cross-entropy instead of the Bayesian one"))
+    dataset: str = field(default="mnist", metadata=option(
+        "dataset: mnist, fashion_mnist or digits"))
+    subset: int | None = field(default=None, metadata=option(
+        "use only this many training images (class-balanced, seeded) for a quick run"))
+    validation: float = field(default=1 / 12, metadata=option(
+        "fraction of the training images held out for validation (default 1/12: 5,000 of "
+        "MNIST's 60,000, as the authors)"))
+    preset: str = field(default="elbo", metadata=option(
+        "training preset: elbo, authors2019 or authors_later (see tinybnn/presets.py)"))
+    epochs: int | None = field(default=None, metadata=option("epochs (default: the preset's)"))
+    batch_size: int | None = field(default=None, metadata=option(
+        "minibatch size (default: the preset's)"))
+    lr: float | None = field(default=None, metadata=option(
+        "initial Adam learning rate (default: the preset's)"))
+    final_lr: float | None = field(default=None, metadata=option(
+        "learning rate reached at the end by exponential decay (default: the preset's)"))
+    seed: int = field(default=0, metadata=option("seed of every random choice"))
+    dtype: str = field(default="float64", metadata=option(
+        "float64 or float32 (float32 is faster; gradient checks stay in float64)",
+        choices=("float64", "float32")))
+    out: str = field(default="runs/train", metadata=option("output folder"))
+    progress: bool = field(default=True, metadata=option("show progress bars"))
+
+    def resolved(self):
+        """The options with the preset's defaults filled in, checked; a new TrainOptions."""
+        p = presets.get(self.preset)
+        o = TrainOptions(**asdict(self))
+        o.epochs = p.epochs if o.epochs is None else o.epochs
+        o.batch_size = p.batch_size if o.batch_size is None else o.batch_size
+        o.lr = p.lr if o.lr is None else o.lr
+        o.final_lr = p.final_lr if o.final_lr is None else o.final_lr
+        _check(o)
+        return o
+
+
+def _check(o):
+    def need(ok, what, found):
+        if not ok:
+            raise ConfigError(f"{what}, found {found!r}")
+
+    need(o.model in ("cnn", "mlp"), "model must be 'cnn' or 'mlp'", o.model)
+    need(isinstance(o.kernels, int) and o.kernels >= 1, "kernels must be an integer >= 1", o.kernels)
+    need(isinstance(o.epochs, int) and o.epochs >= 1, "epochs must be an integer >= 1", o.epochs)
+    need(isinstance(o.batch_size, int) and o.batch_size >= 1, "batch size must be an integer >= 1",
+         o.batch_size)
+    need(o.lr > 0 and np.isfinite(o.lr), "the learning rate must be a positive number", o.lr)
+    need(o.final_lr is None or (o.final_lr > 0 and np.isfinite(o.final_lr)),
+         "the final learning rate must be a positive number", o.final_lr)
+    need(0 <= o.validation < 1, "validation must be a fraction in [0, 1)", o.validation)
+    need(o.dtype in ("float64", "float32"), "dtype must be float64 or float32", o.dtype)
+    hidden_sizes(o.hidden)
+
+
+def hidden_sizes(text):
+    """'400,400' -> (400, 400); anything else is a ConfigError."""
+    try:
+        sizes = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"hidden must be comma-separated positive integers, found {text!r}")
+    return sizes
+
+
+def prepare_output(folder):
+    """Create ``folder`` (and parents) and check that a file can be written there."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".tinybnn-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write to the output folder {folder}: "
+                          f"{err.strerror or err}") from None
+    return folder
+
+
+def build_model(o, input_shape, n_classes):
+    """The network the options describe, initialised from ``o.seed``."""
+    dtype = np.dtype(o.dtype).type
+    if o.model == "cnn":
+        return paper_cnn(o.kernels, bayesian=not o.vanilla, input_shape=input_shape,
+                         n_classes=n_classes, seed=o.seed, dtype=dtype)
+    sizes = (int(np.prod(input_shape)),) + hidden_sizes(o.hidden) + (n_classes,)
+    return mlp(sizes, bayesian=not o.vanilla, input_shape=input_shape, seed=o.seed, dtype=dtype)
+
+
+def n_kernels(model):
+    """Kernels of the first conv layer, or None for a network without one."""
+    for _, layer in model.layers:
+        if hasattr(layer, "n_kernels"):
+            return layer.n_kernels
+    return None
+
+
+def run_metrics(model, meta, test):
+    """The metrics.json dict: test metrics plus what describes the run."""
+    counts = model.n_parameters()
+    return {
+        "test_accuracy": test["accuracy"], "test_nll": test["nll"],
+        "test_log_loss": test["log_loss"],
+        "test_mean_predictive_variance": test["mean_predictive_variance"],
+        "test_per_class_accuracy": test["per_class_accuracy"], "n_test": test["n"],
+        "n_kernels": n_kernels(model), "n_parameters": counts["total"],
+        "n_parameters_by_kind": counts, "bayesian": model.bayesian,
+        "epochs": meta["options"]["epochs"], "seconds": meta.get("seconds"),
+        "seed": meta["options"]["seed"], "preset": meta["options"]["preset"],
+        "dataset": meta["options"]["dataset"], "options": meta["options"],
+    }
+
+
+def train_run(options):
+    """Train, evaluate and write the run's files; returns the metrics dict."""
+    o = options.resolved()
+    out = prepare_output(o.out)
+    ds = data.load(o.dataset, subset=o.subset, validation=o.validation, seed=o.seed,
+                   dtype=np.dtype(o.dtype).type)
+    if o.batch_size > len(ds.train.y):
+        raise ConfigError(f"batch size must be at most the {len(ds.train.y)} training images, "
+                          f"found {o.batch_size}")
+    model = build_model(o, ds.train.x.shape[1:], len(ds.classes))
+    objective = Objective(presets.get(o.preset).regulariser, n_train=len(ds.train.y))
+    meta = {"options": asdict(o), "preset": presets.get(o.preset).as_dict(),
+            "classes": list(ds.classes)}
+    start = time.perf_counter()
+    history = fit(model, ds.train, val=ds.val, objective=objective, epochs=o.epochs,
+                  batch_size=o.batch_size, lr=o.lr, final_lr=o.final_lr, seed=o.seed,
+                  progress=o.progress, checkpoint=out / "model.npz", checkpoint_meta=meta)
+    meta["seconds"] = time.perf_counter() - start
+    metrics = run_metrics(model, meta, evaluate(model, ds.test, jitter=objective.jitter))
+    io.save(out / "model.npz", model, dict(meta, history=history, metrics=metrics, complete=True))
+    write_json(out / "metrics.json", metrics)
+    from . import plots
+
+    kind = "vanilla" if o.vanilla else "Bayesian"
+    what = f"{o.model.upper()} N={o.kernels}" if o.model == "cnn" else f"MLP {o.hidden}"
+    plots.save(plots.learning_curves(history, f"{kind} {what} on {o.dataset}, preset {o.preset}"),
+               out / "learning_curves.png")
+    return metrics
+
+
+def evaluate_run(model_path, *, dataset=None, test_subset=None, seed=0):
+    """Load a model file and return metrics.json-style metrics on a test split."""
+    model, meta = io.load(model_path)
+    opts = meta.get("options", {})
+    name = dataset or opts.get("dataset")
+    if name is None:
+        raise ConfigError(f"{model_path} does not say which dataset it was trained on; "
+                          f"pass --dataset")
+    ds = data.load(name, test_subset=test_subset, seed=seed, dtype=model.dtype.type)
+    if ds.test.x.shape[1:] != model.input_shape:
+        raise ConfigError(f"the model takes inputs of shape {model.input_shape}, {name} has "
+                          f"{ds.test.x.shape[1:]}")
+    meta = dict(meta, options=dict(opts, dataset=name))
+    meta["options"].setdefault("epochs", None)
+    meta["options"].setdefault("seed", None)
+    meta["options"].setdefault("preset", None)
+    return run_metrics(model, meta, evaluate(model, ds.test))
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, default=_jsonable) + "\n"
+    io.atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _jsonable(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, os.PathLike):
+        return str(v)
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
