@@ -167,11 +167,41 @@ def evaluate_command(args):
 
 
 # --------------------------------------------------------------------------------------------
+# tinybnn compress (the main job)
+# --------------------------------------------------------------------------------------------
+
+def add_compress_parser(subparsers):
+    from tinybnn.compress_run import CompressOptions
+
+    p = subparsers.add_parser(
+        "compress", help="self-compress the paper's Bayesian CNN, stage by stage (the main job)",
+        description="Train the paper's Bayesian CNN (and a vanilla one with the same budget), "
+                    "then repeatedly rank its kernels, remove the redundant ones and fine-tune, "
+                    "with plots at every stage. Writes OUT/report.json, OUT/report.md, "
+                    "OUT/model.npz (the compressed network) and PNG plots. With no options it "
+                    "runs the quick default of the README.")
+    add_dataclass_options(p, CompressOptions)
+    p.set_defaults(run=compress_command)
+
+
+def compress_command(args):
+    from tinybnn.compress_run import CompressOptions, compress_run
+
+    report = compress_run(options_from_args(CompressOptions, args),
+                          log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({k: report[k] for k in ("start_kernels", "final_kernels",
+                                              "start_test_accuracy", "final_test_accuracy",
+                                              "stop_reason", "seconds")}))
+    print(f"wrote {args.out}/report.md, report.json, model.npz and plots", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # The parser and main()
 # --------------------------------------------------------------------------------------------
 
 #: One parser-builder per command, in the order ``--help`` lists them.
-COMMANDS = [add_train_parser, add_evaluate_parser, add_data_parser]
+COMMANDS = [add_compress_parser, add_train_parser, add_evaluate_parser, add_data_parser]
 
 
 def build_parser():

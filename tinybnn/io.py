@@ -14,6 +14,7 @@ missing, truncated, corrupted (zip CRC), foreign or newer-version file raises
 :class:`~tinybnn.errors.ModelFileError` saying what was expected and what was found.
 """
 
+import io
 import json
 import os
 import tempfile
@@ -59,14 +60,26 @@ def _umask():
     return mask
 
 
-def save(path, model, meta=None):
-    """Write ``model`` and the JSON-able dict ``meta`` to ``path`` (atomically)."""
+def _arrays(model, meta):
     arrays = {f"param/{k}": v for k, v in model.params.items()}
     arrays["__format__"] = np.array(FORMAT)
     arrays["__version__"] = np.array(FORMAT_VERSION)
     arrays["__spec__"] = np.array(json.dumps(model.spec()))
     arrays["__meta__"] = np.array(json.dumps(meta or {}))
+    return arrays
+
+
+def save(path, model, meta=None):
+    """Write ``model`` and the JSON-able dict ``meta`` to ``path`` (atomically)."""
+    arrays = _arrays(model, meta)
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def file_size(model, meta=None):
+    """Bytes the model file of ``model`` takes (written to memory, not to disk)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **_arrays(model, meta))
+    return buffer.tell()
 
 
 def load(path):

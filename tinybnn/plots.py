@@ -45,3 +45,112 @@ def learning_curves(history, title="Learning curves"):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def kernel_norms(bayes, vanilla=None, cutoff=None, removed=(), title="Kernel norms"):
+    """Sorted kernel scores on a log axis, the Bayesian net's and the vanilla net's, with the
+    cut-off of the selection rule drawn; removed Bayesian kernels are marked."""
+    import numpy as np
+
+    fig = Figure(figsize=(6.4, 4))
+    ax = fig.subplots()
+    order = np.argsort(bayes)
+    ranks = np.arange(1, len(bayes) + 1)
+    ax.semilogy(ranks, np.asarray(bayes)[order], "o-", color=BAYES, ms=4, label="Bayesian (VDP)")
+    gone = [i for i, k in enumerate(order) if k in set(removed)]
+    if gone:
+        ax.semilogy(ranks[gone], np.asarray(bayes)[order][gone], "x", color="red", ms=10,
+                    mew=2, label=f"selected for removal ({len(gone)})")
+    if vanilla is not None:
+        ax.semilogy(np.arange(1, len(vanilla) + 1), np.sort(vanilla), "s-", color=VANILLA,
+                    ms=4, label="vanilla (cross-entropy)")
+    if cutoff is not None and np.isfinite(cutoff) and cutoff > 0:
+        ax.axhline(cutoff, color="red", ls="--", lw=1, label=f"cut-off {cutoff:.2g}")
+    ax.set(xlabel="kernel rank (sorted by norm)", ylabel="||M_k||_F (log scale)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def kernel_grid(M, removed=(), ids=None, title="Kernel means"):
+    """Each kernel mean M[k] (first input channel) as an image, its norm above it; removed
+    kernels framed in red. ``ids`` labels kernels by their index in the original network."""
+    import numpy as np
+
+    N = M.shape[0]
+    cols = min(N, 10)
+    rows = int(np.ceil(N / cols))
+    fig = Figure(figsize=(1.1 * cols, 1.25 * rows + 0.6))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    vmax = np.abs(M).max() or 1.0
+    for k, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= N:
+            ax.axis("off")
+            continue
+        ax.imshow(M[k, 0], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        label = ids[k] if ids is not None else k
+        ax.set_title(f"#{label} {np.linalg.norm(M[k]):.2g}", fontsize=7)
+        if k in set(removed):
+            for side in ax.spines.values():
+                side.set_color("red")
+                side.set_linewidth(2.5)
+    fig.suptitle(f"{title}\n(color: weight mean, shared scale; title: kernel id and ||M_k||; "
+                 f"red frame: removed)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def variance_histogram(s, title="Kernel variances"):
+    """Histogram of log10 of the kernel variances s_k = softplus(rho_k)."""
+    import numpy as np
+
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    ax.hist(np.log10(s), bins=min(30, max(5, len(s) // 2)), color=BAYES, edgecolor="white")
+    ax.set(xlabel="log10 s_k (kernel variance)", ylabel="number of kernels", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def stages(stage_rows, title="Self-compression, stage by stage"):
+    """Test accuracy and parameter count against stage (stage 0 = the trained network)."""
+    fig = Figure(figsize=(6.4, 4))
+    ax = fig.subplots()
+    x = [r["stage"] for r in stage_rows]
+    ax.plot(x, [100 * r["test_accuracy"] for r in stage_rows], "o-", color=BAYES)
+    ax.set(xlabel="stage", ylabel="test accuracy (%)", title=title)
+    ax.set_xticks(x)
+    ax2 = ax.twinx()
+    ax2.plot(x, [r["n_parameters"]["total"] for r in stage_rows], "s--", color="tab:green")
+    ax2.set_ylabel("parameters (means + variances + biases)", color="tab:green")
+    for r in stage_rows:
+        ax.annotate(f"{r['kernels']} k", (r["stage"], 100 * r["test_accuracy"]), fontsize=8,
+                    textcoords="offset points", xytext=(4, 6))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_kernels(curves, title="Test accuracy against kernels kept"):
+    """``curves``: {label: [(kernels, accuracy), ...]} drawn as lines with markers."""
+    fig = Figure(figsize=(6.8, 4.4))
+    ax = fig.subplots()
+    styles = {"Bayesian, self-compression": ("o-", BAYES),
+              "Bayesian, pruned by norm, no retraining": ("o:", "tab:cyan"),
+              "vanilla, pruned by weight norm, no retraining": ("s:", VANILLA),
+              "vanilla, retrained at each size": ("s-", "tab:red")}
+    for label, points in curves.items():
+        if not points:
+            continue
+        pts = sorted(points)
+        style, color = styles.get(label, (".-", None))
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, color=color, label=label)
+    ax.set(xlabel="conv kernels kept", ylabel="test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

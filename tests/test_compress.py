@@ -1,0 +1,106 @@
+"""`tinybnn compress` end to end on the small digits set, and its one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tinybnn import io
+from tinybnn.cli import main
+from tinybnn.compress_run import CompressOptions, compress_run
+
+QUICK = dict(dataset="digits", kernels=4, subset=0, epochs=2, batch_size=32, lr=3e-3,
+             final_lr=1e-3, finetune_epochs=1, rule="count", value=1, max_stages=2,
+             tolerance=0.5, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compress")
+    report = compress_run(CompressOptions(**QUICK, out=str(out)), log=lambda m: None)
+    return out, report
+
+
+def test_writes_report_plots_and_model(run):
+    out, report = run
+    names = {p.name for p in out.iterdir()}
+    assert {"report.json", "report.md", "model.npz", "stages.png", "accuracy_vs_kernels.png",
+            "stage0_norms.png", "stage0_kernels.png", "stage0_variances.png",
+            "stage1_norms.png"} <= names
+    assert json.loads((out / "report.json").read_text())["stop_reason"] == report["stop_reason"]
+    md = (out / "report.md").read_text()
+    for r in report["stages"]:
+        for png in r["plots"].values():
+            assert f"({png})" in md and (out / png).is_file()
+    model, meta = io.load(out / "model.npz")
+    assert model["conv"].n_kernels == report["final_kernels"] == len(meta["kernel_ids"])
+
+
+def test_stages_record_what_was_removed(run):
+    _, report = run
+    stages = report["stages"]
+    assert stages[0]["kernels"] == 4 and "vanilla" in stages[0]
+    s1 = stages[1]
+    assert len(s1["removed"]) == 1 and s1["kernels"] == 3
+    removed = s1["removed"][0]
+    assert s1["scores"][removed] == min(s1["scores"].values())  # the lowest norm went
+    assert set(s1["change_on_removal"]) >= {"max_mean_change", "relative_cov_change"}
+    for key in ("n_parameters", "model_bytes", "flops_per_example", "inference_ms_per_100",
+                "test_accuracy", "test_nll", "test_mean_predictive_variance", "seconds"):
+        assert key in s1, key
+    assert s1["n_parameters"]["total"] < stages[0]["n_parameters"]["total"]
+    assert s1["model_bytes"] < stages[0]["model_bytes"]
+    assert s1["flops_per_example"] < stages[0]["flops_per_example"]
+    assert report["stop_reason"]
+    labels = set(report["baselines"])
+    assert {"Bayesian, self-compression", "vanilla, retrained at each size",
+            "vanilla, pruned by weight norm, no retraining",
+            "Bayesian, pruned by norm, no retraining"} == labels
+
+
+def test_same_seed_same_report(run, tmp_path):
+    _, report = run
+    again = compress_run(CompressOptions(**QUICK, out=str(tmp_path)), log=lambda m: None)
+    for a, b in zip(report["stages"], again["stages"]):
+        assert a["test_accuracy"] == b["test_accuracy"] and a.get("removed") == b.get("removed")
+
+
+def test_start_from_a_model_file(run, tmp_path):
+    out, report = run
+    opts = dict(QUICK, baselines=False, max_stages=1)
+    again = compress_run(CompressOptions(**opts, model=str(out / "model.npz"), out=str(tmp_path)),
+                         log=lambda m: None)
+    assert again["start_kernels"] == report["final_kernels"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--criterion", "magic"], "invalid choice: 'magic'"),
+    (["--rule", "threshold", "--value", "1e9"], "selects all 4 kernels"),
+    (["--kernels", "0"], "kernels must be an integer >= 1"),
+])
+def test_one_line_errors(tmp_path, capsys, argv, message):
+    base = ["compress", "--dataset", "digits", "--kernels", "4", "--subset", "0", "--epochs", "1",
+            "--no-baselines", "--no-progress", "--out", str(tmp_path / "o")]
+    code = main(base + argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1] and err[-1].startswith("tinybnn: error:")
+    assert not (tmp_path / "o" / "report.json").exists()
+    assert not (tmp_path / "o" / "model.npz").exists()
+
+
+def test_model_file_that_is_not_a_cnn(tmp_path, capsys):
+    from tinybnn.model import mlp
+
+    io.save(tmp_path / "mlp.npz", mlp((64, 8, 10), input_shape=(1, 8, 8)), {})
+    code = main(["compress", "--dataset", "digits", "--model", str(tmp_path / "mlp.npz"),
+                 "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a Bayesian paper CNN" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_output(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    code = main(["compress", "--dataset", "digits", "--kernels", "2", "--subset", "0",
+                 "--epochs", "1", "--no-progress", "--out", str(tmp_path / "f" / "x")])
+    assert code == 2 and "cannot write to the output folder" in capsys.readouterr().err

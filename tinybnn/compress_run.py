@@ -1,0 +1,219 @@
+"""``tinybnn compress``: the steps of :mod:`tinybnn.compress` wired to an output folder.
+
+Writes into ``options.out``::
+
+    report.json        every stage (kernels kept, which were removed, criterion values, the
+                       prediction change on removal, accuracy, parameters, bytes, flops, times),
+                       the stopping reason, the baselines, the options, preset and seed
+    report.md          the plots, each with one sentence on what it shows, and a summary table
+    model.npz          the compressed Bayesian model (the last accepted stage)
+    stage<k>_norms.png, stage<k>_kernels.png, stage<k>_variances.png     at every stage
+    stages.png, accuracy_vs_kernels.png                                  after the run
+"""
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import compress as C
+from . import data, io, plots, presets
+from .errors import ConfigError
+from .losses import Objective
+from .prune import CRITERIA, RULES, rank, select
+from .report import write_markdown
+from .runs import option, prepare_output, write_json
+
+
+@dataclass
+class CompressOptions:
+    """Everything ``tinybnn compress`` needs. The defaults are the README's quick main job."""
+
+    dataset: str = field(default="mnist", metadata=option("dataset: mnist or fashion_mnist"))
+    kernels: int = field(default=32, metadata=option("conv kernels N of the network to compress"))
+    subset: int | None = field(default=20000, metadata=option(
+        "training images (class-balanced, seeded); 0 for all"))
+    validation: float = field(default=1 / 12, metadata=option("fraction held out for validation"))
+    preset: str = field(default="authors2019", metadata=option(
+        "training preset: authors2019, authors_later or elbo"))
+    epochs: int | None = field(default=3, metadata=option(
+        "epochs of the initial training (0 or less: the preset's)"))
+    batch_size: int | None = field(default=50, metadata=option("minibatch size (None: preset's)"))
+    lr: float | None = field(default=1e-3, metadata=option("initial learning rate (None: preset's)"))
+    final_lr: float | None = field(default=1e-4, metadata=option(
+        "learning rate at the end of the initial training (exponential decay)"))
+    finetune_epochs: int = field(default=1, metadata=option("epochs of fine-tuning per stage"))
+    criterion: str = field(default="norm", metadata=option(
+        "kernel ranking: norm, snr, variance or random", choices=CRITERIA))
+    rule: str = field(default="threshold", metadata=option(
+        "selection rule: threshold, median_fraction, largest_gap or count", choices=RULES))
+    value: float = field(default=1e-3, metadata=option("the selection rule's parameter"))
+    retrain: str = field(default="finetune", metadata=option(
+        "after removal: finetune (continue from the weights) or scratch",
+        choices=("finetune", "scratch")))
+    tolerance: float = field(default=0.005, metadata=option(
+        "stop when test accuracy falls more than this (a fraction) below the start"))
+    target_kernels: int | None = field(default=None, metadata=option(
+        "stop once this many kernels or fewer remain"))
+    max_stages: int = field(default=4, metadata=option("at most this many stages"))
+    baselines: bool = field(default=True, metadata=option(
+        "also train the vanilla network and measure the baselines"))
+    model: str | None = field(default=None, metadata=option(
+        "start from this trained Bayesian paper CNN (a model file) instead of training one"))
+    seed: int = field(default=0, metadata=option("seed of every random choice"))
+    dtype: str = field(default="float64", metadata=option(
+        "float64 or float32", choices=("float64", "float32")))
+    out: str = field(default="runs/compress", metadata=option("output folder"))
+    progress: bool = field(default=True, metadata=option("show progress bars"))
+
+    def checked(self):
+        p = presets.get(self.preset)
+        o = CompressOptions(**asdict(self))
+        o.epochs = p.epochs if o.epochs is None or o.epochs <= 0 else o.epochs
+        o.batch_size = p.batch_size if o.batch_size is None else o.batch_size
+        o.lr = p.lr if o.lr is None else o.lr
+        o.final_lr = p.final_lr if o.final_lr is None else o.final_lr
+        o.subset = None if not o.subset else o.subset
+        for name, expected, ok in (
+                ("kernels", "an integer >= 1", o.kernels >= 1),
+                ("batch_size", "an integer >= 1", o.batch_size >= 1),
+                ("epochs", "an integer >= 1", o.epochs >= 1),
+                ("finetune_epochs", "an integer >= 0", o.finetune_epochs >= 0),
+                ("max_stages", "an integer >= 0", o.max_stages >= 0),
+                ("lr", "a positive number", o.lr > 0),
+                ("final_lr", "a positive number", o.final_lr is None or o.final_lr > 0),
+                ("tolerance", "a fraction in [0, 1)", 0 <= o.tolerance < 1),
+                ("target_kernels", "an integer >= 1", o.target_kernels is None or o.target_kernels >= 1)):
+            if not ok:
+                raise ConfigError(f"{name} must be {expected}, found {getattr(o, name)!r}")
+        if o.dataset not in ("mnist", "fashion_mnist", "digits"):
+            raise ConfigError(f"compress needs an image dataset (mnist, fashion_mnist, digits), "
+                              f"found {o.dataset!r}")
+        return o
+
+
+def _stage_plots(out, k, model, ids, vanilla, record, title):
+    norms = np.linalg.norm(model.params["conv.M"].reshape(len(ids), -1), axis=1)
+    removed_pos = [ids.index(i) for i in record.get("removed", [])]
+    vnorms = None if vanilla is None else rank(vanilla, "conv", "norm").scores
+    files = {
+        "norms": plots.kernel_norms(norms, vnorms, record.get("cutoff"), removed_pos,
+                                    f"{title}: sorted kernel norms"),
+        "kernels": plots.kernel_grid(model.params["conv.M"], removed_pos, ids,
+                                     f"{title}: kernel means"),
+        "variances": plots.variance_histogram(model["conv"].s, f"{title}: kernel variances"),
+    }
+    return {name: plots.save(fig, out / f"stage{k}_{name}.png").name for name, fig in files.items()}
+
+
+def load_paper_cnn(path, dtype):
+    """A trained Bayesian paper CNN from a model file; anything else is a clear error."""
+    model, _ = io.load(path)
+    kinds = [type(layer).__name__ for _, layer in model.layers]
+    if kinds != ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "Softmax"] \
+            or not model.bayesian:
+        raise ConfigError(f"{path} is not a Bayesian paper CNN (conv -> relu -> pool -> "
+                          f"flatten -> fc -> softmax); found layers {' -> '.join(kinds)}")
+    return model.astype(dtype)
+
+
+def compress_run(options, *, log=print):
+    """Run the whole procedure; returns the report dict (also written to report.json)."""
+    o = options.checked()
+    dtype = np.dtype(o.dtype).type
+    start_model = load_paper_cnn(o.model, dtype) if o.model else None
+    if start_model is not None:
+        o.kernels = start_model["conv"].n_kernels
+    ds = data.load(o.dataset, subset=o.subset, validation=o.validation, seed=o.seed, dtype=dtype)
+    if start_model is not None and start_model.input_shape != ds.train.x.shape[1:]:
+        raise ConfigError(f"{o.model} takes inputs of shape {start_model.input_shape}; "
+                          f"{o.dataset} images have shape {ds.train.x.shape[1:]}")
+    if o.batch_size > len(ds.train.y):
+        raise ConfigError(f"batch size must be at most the {len(ds.train.y)} training images, "
+                          f"found {o.batch_size}")
+    out = prepare_output(o.out)
+    t_start = time.perf_counter()
+    objective = Objective(presets.get(o.preset).regulariser, n_train=len(ds.train.y))
+    train_kw = dict(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, final_lr=o.final_lr,
+                    progress=o.progress)
+    finetune_kw = dict(train_kw, epochs=o.finetune_epochs, lr=o.final_lr or o.lr, final_lr=None)
+    log(f"training the {'vanilla' if start_model else 'Bayesian'}"
+        f"{' and the vanilla' if o.baselines and not start_model else ''} CNN with "
+        f"{o.kernels} kernels on {len(ds.train.y)} {o.dataset} images ({o.epochs} epochs)")
+    bayes, vanilla, histories = C.train_pair(ds, n_kernels_=o.kernels, objective=objective,
+                                             train_kw=train_kw, seed=o.seed, dtype=dtype,
+                                             vanilla=o.baselines, bayes=start_model)
+    preview = select(rank(bayes, "conv", o.criterion), o.rule, o.value)  # fails before writing
+    timing_x = ds.test.x[:500]
+    check_x = (ds.val if ds.val is not None else ds.test).x[:500]
+    ids = list(range(o.kernels))
+    stage0 = dict(stage=0, **C.measure(bayes, ds.test, timing_x=timing_x),
+                  history=histories["bayes"])
+    if vanilla is not None:
+        stage0["vanilla"] = C.measure(vanilla, ds.test, timing_x=timing_x)
+    stage0["plots"] = _stage_plots(out, 0, bayes, ids, vanilla,
+                                   {"cutoff": preview.cutoff, "removed": preview.removed},
+                                   "Stage 0 (trained)")
+    stage_rows, current, stop = [stage0], bayes, None
+    start_acc = stage0["test_accuracy"]
+    log(f"stage 0: {o.kernels} kernels, test accuracy {start_acc:.4f}")
+    for k in range(1, o.max_stages + 1):
+        if o.target_kernels is not None and len(ids) <= o.target_kernels:
+            stop = f"target size reached ({len(ids)} <= {o.target_kernels} kernels)"
+            break
+        smaller, new_ids, record = C.compress_stage(
+            current, ids, ds, criterion=o.criterion, rule=o.rule, value=o.value,
+            retrain=o.retrain, train_kw=train_kw, finetune_kw=finetune_kw,
+            objective=objective, seed=o.seed, check_x=check_x)
+        if smaller is None:
+            stop = f"no kernel selected by {o.rule} (value {o.value}) at stage {k}"
+            break
+        record.update(stage=k, **C.measure(smaller, ds.test, timing_x=timing_x))
+        record["plots"] = _stage_plots(out, k, smaller, new_ids, None, {"cutoff": None},
+                                       f"Stage {k} ({len(new_ids)} kernels)")
+        accepted = record["test_accuracy"] >= start_acc - o.tolerance
+        record["accepted"] = accepted
+        stage_rows.append(record)
+        log(f"stage {k}: removed {len(record['removed'])}, {len(new_ids)} kernels left, test "
+            f"accuracy {record['test_accuracy']:.4f}{'' if accepted else ' (rejected)'}")
+        if not accepted:
+            stop = (f"accuracy fell more than {o.tolerance:.3f} below the start "
+                    f"({record['test_accuracy']:.4f} < {start_acc:.4f} - {o.tolerance})")
+            break
+        current, ids = smaller, new_ids
+    else:
+        stop = f"max_stages ({o.max_stages}) reached"
+    if stop is None:
+        stop = "stopped"
+    log(f"stopped: {stop}")
+    io.save(out / "model.npz", current,
+            {"options": asdict(o), "preset": presets.get(o.preset).as_dict(),
+             "kernel_ids": ids, "stop_reason": stop, "complete": True})
+    accepted_rows = [r for r in stage_rows if r.get("accepted", True)]
+    curves = {"Bayesian, self-compression": [(r["kernels"], r["test_accuracy"]) for r in accepted_rows]}
+    if o.baselines:
+        sizes = C.size_grid(o.kernels, [r["kernels"] for r in accepted_rows])
+        log(f"baselines at sizes {sizes}: pruning without retraining, vanilla retrained")
+        curves["Bayesian, pruned by norm, no retraining"] = C.pruned_without_retraining(bayes, sizes, ds.test)
+        curves["vanilla, pruned by weight norm, no retraining"] = C.pruned_without_retraining(vanilla, sizes, ds.test)
+        curves["vanilla, retrained at each size"] = C.vanilla_retrained(
+            ds, [s for s in sizes if s != o.kernels], objective=objective, train_kw=train_kw,
+            seed=o.seed, dtype=dtype) + [(o.kernels, stage0["vanilla"]["test_accuracy"])]
+    final_plots = {
+        "stages": plots.save(plots.stages(accepted_rows), out / "stages.png").name,
+        "accuracy_vs_kernels": plots.save(plots.accuracy_vs_kernels(curves),
+                                          out / "accuracy_vs_kernels.png").name,
+    }
+    report = {
+        "dataset": o.dataset, "preset": o.preset, "seed": o.seed, "options": asdict(o),
+        "n_train": len(ds.train.y), "n_test": len(ds.test.y),
+        "start_kernels": o.kernels, "final_kernels": len(ids), "final_kernel_ids": ids,
+        "start_test_accuracy": start_acc,
+        "final_test_accuracy": accepted_rows[-1]["test_accuracy"],
+        "stop_reason": stop, "stages": stage_rows,
+        "baselines": {label: [[k, a] for k, a in pts] for label, pts in curves.items()},
+        "plots": final_plots, "seconds": time.perf_counter() - t_start,
+    }
+    write_json(out / "report.json", report)
+    write_markdown(out / "report.md", report)
+    return report
