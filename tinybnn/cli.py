@@ -28,9 +28,9 @@ PROG = "tinybnn"
 DESCRIPTION = """\
 tinybnn: self-compression in Bayesian neural networks, by variational density propagation.
 
-tinybnn's main job will be `tinybnn compress`: train the paper's Bayesian CNN on the shipped
-MNIST and remove the kernels it has learned to switch off, stage by stage, with a report. That
-command is not written yet; today the commands below are all there is."""
+The main job is `tinybnn compress`: train the paper's Bayesian CNN on the shipped MNIST (and a
+vanilla one with the same budget), then remove the kernels it has learned to switch off, stage
+by stage, with plots and a report. `tinybnn COMMAND --help` describes each command."""
 
 
 class _Parser(argparse.ArgumentParser):
