@@ -197,11 +197,36 @@ def compress_command(args):
 
 
 # --------------------------------------------------------------------------------------------
+# tinybnn sweep (the paper's experiment)
+# --------------------------------------------------------------------------------------------
+
+def add_sweep_parser(subparsers):
+    from tinybnn.sweep import SweepOptions
+
+    p = subparsers.add_parser(
+        "sweep", help="train Bayesian and vanilla CNNs over a grid of kernel counts, in parallel",
+        description="The paper's experiment: train the paper's CNN, Bayesian and vanilla, for "
+                    "every kernel count, dataset, preset and seed; count near-zero kernels; "
+                    "write OUT/sweep.json and plots. Finished runs are reused.")
+    add_dataclass_options(p, SweepOptions)
+    p.set_defaults(run=sweep_command)
+
+
+def sweep_command(args):
+    from tinybnn.sweep import SweepOptions, sweep
+
+    result = sweep(options_from_args(SweepOptions, args))
+    print(json.dumps(result["summary"], indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # The parser and main()
 # --------------------------------------------------------------------------------------------
 
 #: One parser-builder per command, in the order ``--help`` lists them.
-COMMANDS = [add_compress_parser, add_train_parser, add_evaluate_parser, add_data_parser]
+COMMANDS = [add_compress_parser, add_sweep_parser, add_train_parser, add_evaluate_parser,
+            add_data_parser]
 
 
 def build_parser():

@@ -154,3 +154,51 @@ def accuracy_vs_kernels(curves, title="Test accuracy against kernels kept"):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _by_setting(rows, value):
+    """{(dataset, preset, bayesian): {N: [values over seeds]}}."""
+    groups = {}
+    for r in rows:
+        key = (r["dataset"], r["preset"], r["bayesian"])
+        groups.setdefault(key, {}).setdefault(r["kernels"], []).append(value(r))
+    return groups
+
+
+def _errorbars(ax, groups, scale=1.0):
+    import numpy as np
+
+    for (dataset, preset, bayesian), by_n in sorted(groups.items()):
+        ns = sorted(by_n)
+        mean = [scale * np.mean(by_n[n]) for n in ns]
+        std = [scale * np.std(by_n[n]) for n in ns]
+        ax.errorbar(ns, mean, yerr=std, marker="o" if bayesian else "s", capsize=3,
+                    ls="-" if bayesian else "--",
+                    label=f"{dataset}, {'Bayesian' if bayesian else 'vanilla'}, {preset}")
+
+
+def sweep_accuracy(rows, title="Test accuracy against the number of kernels"):
+    """Mean test accuracy over seeds (error bars: standard deviation) against N."""
+    fig = Figure(figsize=(7, 4.4))
+    ax = fig.subplots()
+    _errorbars(ax, _by_setting(rows, lambda r: r["test_accuracy"]), scale=100)
+    ax.set(xlabel="conv kernels N", ylabel="test accuracy (%)", title=title)
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_zeros(rows, threshold, title="Near-zero kernels against the number of kernels"):
+    """Mean number of kernels with ||M_k|| < threshold (error bars over seeds) against N."""
+    fig = Figure(figsize=(7, 4.4))
+    ax = fig.subplots()
+    _errorbars(ax, _by_setting(rows, lambda r: r["near_zero_kernels"]))
+    ax.set(xlabel="conv kernels N", ylabel=f"kernels with ||M_k|| < {threshold:g}",
+           title=title)
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
