@@ -73,6 +73,16 @@ def test_start_from_a_model_file(run, tmp_path):
     assert again["start_kernels"] == report["final_kernels"]
 
 
+def test_mlp_hidden_units_compress(tmp_path):
+    """Beyond the paper: the units of an MLP's first hidden layer, ranked by incoming norm."""
+    opts = dict(QUICK, architecture="mlp", kernels=12, hidden="6", baselines=False,
+                max_stages=1, value=3)
+    report = compress_run(CompressOptions(**opts, out=str(tmp_path)), log=lambda m: None)
+    assert report["pruned_layer"] == "fc1" and report["stages"][1]["kernels"] == 9
+    model, _ = io.load(tmp_path / "model.npz")
+    assert model.params["fc1.M"].shape == (64, 9) and model.params["fc2.M"].shape == (9, 6)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--criterion", "magic"], "invalid choice: 'magic'"),
     (["--rule", "threshold", "--value", "1e9"], "selects all 4 kernels"),
@@ -92,8 +102,8 @@ def test_model_file_that_is_not_a_cnn(tmp_path, capsys):
     from tinybnn.model import mlp
 
     io.save(tmp_path / "mlp.npz", mlp((64, 8, 10), input_shape=(1, 8, 8)), {})
-    code = main(["compress", "--dataset", "digits", "--model", str(tmp_path / "mlp.npz"),
-                 "--out", str(tmp_path / "o"), "--no-progress"])
+    code = main(["compress", "--dataset", "digits", "--subset", "0", "--model",
+                 str(tmp_path / "mlp.npz"), "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "is not a Bayesian paper CNN" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()

@@ -1,7 +1,9 @@
 """Self-compression, step by step: tinybnn's main job (``tinybnn compress``).
 
 1. **Train** (or load) a Bayesian paper CNN and, with the same data, seed and budget, a vanilla
-   one (:func:`train_pair`).
+   one (:func:`train_pair`). Beyond the paper, the same procedure compresses the first hidden
+   layer of a VDP MLP, ranking units by the norm of their incoming mean weights
+   (:class:`Target` says which).
 2. **Rank** the conv kernels by a criterion and 3. **select** the redundant ones by a rule
    (:mod:`tinybnn.prune`).
 4. **Remove** them structurally, and measure how much the prediction moved.
@@ -18,16 +20,62 @@ folder (report.json, report.md, plots, the compressed model).
 """
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import io
 from .cost import forward_flops
+from .errors import ConfigError
 from .evaluate import evaluate, predict
-from .model import paper_cnn
-from .prune import compare, rank, remove, select
-from .runs import n_kernels
+from .model import mlp, paper_cnn
+from .prune import compare, rank, remove, select, unit_means
 from .train import fit
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is compressed: the paper's CNN (its conv kernels) or an MLP (the units of its first
+    hidden layer; the other hidden sizes stay fixed).
+
+    kind : "cnn" or "mlp";  input_shape, n_classes : of the data;  rest : the MLP's other
+    hidden sizes after the pruned one.
+    """
+
+    kind: str
+    input_shape: tuple
+    n_classes: int
+    rest: tuple = ()
+
+    @property
+    def layer(self):
+        return "conv" if self.kind == "cnn" else "fc1"
+
+    def build(self, n, *, bayesian=True, seed=0, dtype=np.float64):
+        """A freshly initialised network with ``n`` kernels (units) in the pruned layer."""
+        if self.kind == "cnn":
+            return paper_cnn(n, bayesian=bayesian, input_shape=self.input_shape,
+                             n_classes=self.n_classes, seed=seed, dtype=dtype)
+        sizes = (int(np.prod(self.input_shape)), n, *self.rest, self.n_classes)
+        return mlp(sizes, bayesian=bayesian, input_shape=self.input_shape, seed=seed, dtype=dtype)
+
+    def count(self, model):
+        """Kernels (units) of the pruned layer."""
+        return unit_means(model[self.layer]).shape[0]
+
+    def check(self, model, path):
+        """Raise ConfigError unless ``model`` (read from ``path``) is of this kind."""
+        kinds = [type(layer).__name__ for _, layer in model.layers]
+        cnn = ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "Softmax"]
+        ok = kinds == cnn if self.kind == "cnn" else (
+            kinds[:2] == ["Flatten", "Linear"] and kinds[-1] == "Softmax" and "Conv2d" not in kinds)
+        if not ok or not model.bayesian:
+            want = "a Bayesian paper CNN (conv -> relu -> pool -> flatten -> fc -> softmax)" \
+                if self.kind == "cnn" else "a Bayesian MLP classifier"
+            raise ConfigError(f"{path} is not {want}; found layers {' -> '.join(kinds)}")
+        if model.input_shape != self.input_shape:
+            raise ConfigError(f"{path} takes inputs of shape {model.input_shape}; the data has "
+                              f"{self.input_shape}")
 
 
 def inference_ms(model, x, repeats=5):
@@ -41,11 +89,11 @@ def inference_ms(model, x, repeats=5):
     return 1000 * float(np.median(times)) * 100 / len(x)
 
 
-def measure(model, test, *, timing_x=None):
+def measure(model, target, test, *, timing_x=None):
     """The figures recorded at every stage, as a dict."""
     m = evaluate(model, test)
     out = {
-        "kernels": n_kernels(model),
+        "kernels": target.count(model),
         "n_parameters": model.n_parameters(),
         "model_bytes": io.file_size(model),
         "flops_per_example": forward_flops(model)["total"],
@@ -57,34 +105,32 @@ def measure(model, test, *, timing_x=None):
     return out
 
 
-def train_pair(ds, *, n_kernels_, objective, train_kw, seed, dtype, vanilla=True, bayes=None):
-    """A Bayesian and (optionally) a vanilla paper CNN trained on the same data, seed and
-    budget; returns (bayes, vanilla or None, {"bayes": history, "vanilla": history}).
-    A given trained ``bayes`` is used as it is (its history is empty)."""
-    shape, K = ds.train.x.shape[1:], len(ds.classes)
+def train_pair(ds, target, n, *, objective, train_kw, seed, dtype, vanilla=True, bayes=None):
+    """A Bayesian and (optionally) a vanilla network with ``n`` kernels (units) trained on the
+    same data, seed and budget; returns (bayes, vanilla or None, {"bayes": history,
+    "vanilla": history}). A given trained ``bayes`` is used as it is (its history is empty)."""
     histories = {"bayes": []}
     if bayes is None:
-        bayes = paper_cnn(n_kernels_, input_shape=shape, n_classes=K, seed=seed, dtype=dtype)
+        bayes = target.build(n, seed=seed, dtype=dtype)
         histories["bayes"] = fit(bayes, ds.train, val=ds.val, objective=objective, seed=seed,
                                  **train_kw)
     plain = None
     if vanilla:
-        plain = paper_cnn(n_kernels_, bayesian=False, input_shape=shape, n_classes=K, seed=seed,
-                          dtype=dtype)
+        plain = target.build(n, bayesian=False, seed=seed, dtype=dtype)
         histories["vanilla"] = fit(plain, ds.train, val=ds.val, objective=objective, seed=seed,
                                    **train_kw)
     return bayes, plain, histories
 
 
-def compress_stage(model, ids, ds, *, criterion, rule, value, retrain, train_kw, finetune_kw,
-                   objective, seed, check_x):
+def compress_stage(model, target, ids, ds, *, criterion, rule, value, retrain, train_kw,
+                   finetune_kw, objective, seed, check_x):
     """One stage: rank, select, remove, fine-tune (or retrain), measure.
 
     ``ids`` maps the model's current kernels to their index in the original network. Returns
     (smaller model, its ids, the stage record) or (None, ids, record) if nothing was selected.
     """
     t0 = time.perf_counter()
-    ranking = rank(model, "conv", criterion)
+    ranking = rank(model, target.layer, criterion)
     sel = select(ranking, rule, value)
     record = {"criterion": criterion, "rule": rule, "value": value, "cutoff": sel.cutoff,
               "scores": {int(ids[k]): s for k, s in enumerate(sel.scores)},
@@ -92,10 +138,10 @@ def compress_stage(model, ids, ds, *, criterion, rule, value, retrain, train_kw,
               "removed": [int(ids[k]) for k in sel.removed]}
     if not sel.removed:
         return None, ids, record
-    norms = np.linalg.norm(model.params["conv.M"].reshape(len(ids), -1), axis=1)
+    norms = np.linalg.norm(unit_means(model[target.layer]), axis=1)
     record["removed_norms"] = [float(norms[k]) for k in sel.removed]
     record["removed_exactly_zero"] = int(sum(norms[k] == 0 for k in sel.removed))
-    smaller = remove(model, "conv", sel.removed)
+    smaller = remove(model, target.layer, sel.removed)
     change = compare(model, smaller, check_x)
     record["change_on_removal"] = {"max_mean_change": change.max_mean_change,
                                    "max_cov_change": change.max_cov_change,
@@ -104,8 +150,7 @@ def compress_stage(model, ids, ds, *, criterion, rule, value, retrain, train_kw,
     record["test_accuracy_before_retraining"] = evaluate(smaller, ds.test)["accuracy"]
     new_ids = [ids[k] for k in sel.kept]
     if retrain == "scratch":
-        smaller = paper_cnn(len(new_ids), input_shape=model.input_shape,
-                            n_classes=model["fc"].d_out, seed=seed, dtype=model.dtype.type)
+        smaller = target.build(len(new_ids), seed=seed, dtype=model.dtype.type)
         record["history"] = fit(smaller, ds.train, val=ds.val, objective=objective, seed=seed,
                                 **train_kw)
     else:
@@ -116,25 +161,23 @@ def compress_stage(model, ids, ds, *, criterion, rule, value, retrain, train_kw,
     return smaller, new_ids, record
 
 
-def pruned_without_retraining(model, sizes, test):
+def pruned_without_retraining(model, target, sizes, test):
     """[(kernels kept, test accuracy)] removing the lowest-norm kernels, no retraining."""
-    scores = rank(model, "conv", "norm").scores
+    scores = rank(model, target.layer, "norm").scores
     order = np.argsort(scores, kind="stable")
     N = len(scores)
     points = []
     for k in sizes:
-        smaller = model if k == N else remove(model, "conv", order[:N - k])
+        smaller = model if k == N else remove(model, target.layer, order[:N - k])
         points.append((int(k), evaluate(smaller, test)["accuracy"]))
     return points
 
 
-def vanilla_retrained(ds, sizes, *, objective, train_kw, seed, dtype):
-    """[(kernels, test accuracy)] of vanilla CNNs trained from scratch with ``k`` kernels."""
-    shape, K = ds.train.x.shape[1:], len(ds.classes)
+def vanilla_retrained(ds, target, sizes, *, objective, train_kw, seed, dtype):
+    """[(kernels, test accuracy)] of vanilla networks trained from scratch with ``k`` kernels."""
     points = []
     for k in sizes:
-        net = paper_cnn(int(k), bayesian=False, input_shape=shape, n_classes=K, seed=seed,
-                        dtype=dtype)
+        net = target.build(int(k), bayesian=False, seed=seed, dtype=dtype)
         fit(net, ds.train, objective=objective, seed=seed, **train_kw)
         points.append((int(k), evaluate(net, ds.test)["accuracy"]))
     return points

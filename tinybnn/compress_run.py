@@ -20,9 +20,9 @@ from . import compress as C
 from . import data, io, plots, presets
 from .errors import ConfigError
 from .losses import Objective
-from .prune import CRITERIA, RULES, rank, select
+from .prune import CRITERIA, RULES, rank, select, unit_means
 from .report import write_markdown
-from .runs import option, prepare_output, write_json
+from .runs import hidden_sizes, option, prepare_output, write_json
 
 
 @dataclass
@@ -30,7 +30,13 @@ class CompressOptions:
     """Everything ``tinybnn compress`` needs. The defaults are the README's quick main job."""
 
     dataset: str = field(default="mnist", metadata=option("dataset: mnist or fashion_mnist"))
-    kernels: int = field(default=32, metadata=option("conv kernels N of the network to compress"))
+    architecture: str = field(default="cnn", metadata=option(
+        "cnn: the paper's CNN (its conv kernels are removed); mlp: a VDP MLP (the units of its "
+        "first hidden layer are removed)", choices=("cnn", "mlp")))
+    kernels: int = field(default=32, metadata=option(
+        "conv kernels N of the CNN, or units of the MLP's first hidden layer"))
+    hidden: str = field(default="", metadata=option(
+        "the MLP's further hidden sizes after the pruned layer, comma-separated (none)"))
     subset: int | None = field(default=20000, metadata=option(
         "training images (class-balanced, seeded); 0 for all"))
     validation: float = field(default=1 / 12, metadata=option("fraction held out for validation"))
@@ -92,42 +98,45 @@ class CompressOptions:
         return o
 
 
-def _stage_plots(out, k, model, ids, vanilla, record, title):
-    norms = np.linalg.norm(model.params["conv.M"].reshape(len(ids), -1), axis=1)
+def unit_images(model, target):
+    """One image per kernel (unit) of the pruned layer: a conv kernel's first input channel,
+    or an MLP unit's incoming weights shaped like the input image."""
+    layer = model[target.layer]
+    if target.kind == "cnn":
+        return layer.params["M"][:, 0]
+    C, H, W = target.input_shape if len(target.input_shape) == 3 else (1, 1, target.input_shape[0])
+    return layer.params["M"].T.reshape(-1, C, H, W)[:, 0]
+
+
+def _stage_plots(out, k, model, target, ids, vanilla, record, title):
+    norms = np.linalg.norm(unit_means(model[target.layer]), axis=1)
     removed_pos = [ids.index(i) for i in record.get("removed", [])]
-    vnorms = None if vanilla is None else rank(vanilla, "conv", "norm").scores
+    vnorms = None if vanilla is None else rank(vanilla, target.layer, "norm").scores
+    what = "kernel" if target.kind == "cnn" else "unit"
     files = {
         "norms": plots.kernel_norms(norms, vnorms, record.get("cutoff"), removed_pos,
-                                    f"{title}: sorted kernel norms"),
-        "kernels": plots.kernel_grid(model.params["conv.M"], removed_pos, ids,
-                                     f"{title}: kernel means"),
-        "variances": plots.variance_histogram(model["conv"].s, f"{title}: kernel variances"),
+                                    f"{title}: sorted {what} norms"),
+        "kernels": plots.kernel_grid(unit_images(model, target), removed_pos, ids,
+                                     f"{title}: {what} means", limit=40, norms=norms),
+        "variances": plots.variance_histogram(model[target.layer].s,
+                                              f"{title}: {what} variances"),
     }
     return {name: plots.save(fig, out / f"stage{k}_{name}.png").name for name, fig in files.items()}
-
-
-def load_paper_cnn(path, dtype):
-    """A trained Bayesian paper CNN from a model file; anything else is a clear error."""
-    model, _ = io.load(path)
-    kinds = [type(layer).__name__ for _, layer in model.layers]
-    if kinds != ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "Softmax"] \
-            or not model.bayesian:
-        raise ConfigError(f"{path} is not a Bayesian paper CNN (conv -> relu -> pool -> "
-                          f"flatten -> fc -> softmax); found layers {' -> '.join(kinds)}")
-    return model.astype(dtype)
 
 
 def compress_run(options, *, log=print):
     """Run the whole procedure; returns the report dict (also written to report.json)."""
     o = options.checked()
     dtype = np.dtype(o.dtype).type
-    start_model = load_paper_cnn(o.model, dtype) if o.model else None
-    if start_model is not None:
-        o.kernels = start_model["conv"].n_kernels
     ds = data.load(o.dataset, subset=o.subset, validation=o.validation, seed=o.seed, dtype=dtype)
-    if start_model is not None and start_model.input_shape != ds.train.x.shape[1:]:
-        raise ConfigError(f"{o.model} takes inputs of shape {start_model.input_shape}; "
-                          f"{o.dataset} images have shape {ds.train.x.shape[1:]}")
+    rest = hidden_sizes(o.hidden) if o.hidden else ()
+    target = C.Target(o.architecture, ds.train.x.shape[1:], len(ds.classes), rest)
+    start_model = None
+    if o.model:
+        start_model, _ = io.load(o.model)
+        target.check(start_model, o.model)
+        start_model = start_model.astype(dtype)
+        o.kernels = target.count(start_model)
     if o.batch_size > len(ds.train.y):
         raise ConfigError(f"batch size must be at most the {len(ds.train.y)} training images, "
                           f"found {o.batch_size}")
@@ -138,20 +147,21 @@ def compress_run(options, *, log=print):
                     progress=o.progress)
     finetune_kw = dict(train_kw, epochs=o.finetune_epochs, lr=o.final_lr or o.lr, final_lr=None)
     log(f"training the {'vanilla' if start_model else 'Bayesian'}"
-        f"{' and the vanilla' if o.baselines and not start_model else ''} CNN with "
-        f"{o.kernels} kernels on {len(ds.train.y)} {o.dataset} images ({o.epochs} epochs)")
-    bayes, vanilla, histories = C.train_pair(ds, n_kernels_=o.kernels, objective=objective,
+        f"{' and the vanilla' if o.baselines and not start_model else ''} {o.architecture} "
+        f"with {o.kernels} kernels/units on {len(ds.train.y)} {o.dataset} images "
+        f"({o.epochs} epochs)")
+    bayes, vanilla, histories = C.train_pair(ds, target, o.kernels, objective=objective,
                                              train_kw=train_kw, seed=o.seed, dtype=dtype,
                                              vanilla=o.baselines, bayes=start_model)
-    preview = select(rank(bayes, "conv", o.criterion), o.rule, o.value)  # fails before writing
+    preview = select(rank(bayes, target.layer, o.criterion), o.rule, o.value)  # fails early
     timing_x = ds.test.x[:500]
     check_x = (ds.val if ds.val is not None else ds.test).x[:500]
     ids = list(range(o.kernels))
-    stage0 = dict(stage=0, **C.measure(bayes, ds.test, timing_x=timing_x),
+    stage0 = dict(stage=0, **C.measure(bayes, target, ds.test, timing_x=timing_x),
                   history=histories["bayes"])
     if vanilla is not None:
-        stage0["vanilla"] = C.measure(vanilla, ds.test, timing_x=timing_x)
-    stage0["plots"] = _stage_plots(out, 0, bayes, ids, vanilla,
+        stage0["vanilla"] = C.measure(vanilla, target, ds.test, timing_x=timing_x)
+    stage0["plots"] = _stage_plots(out, 0, bayes, target, ids, vanilla,
                                    {"cutoff": preview.cutoff, "removed": preview.removed},
                                    "Stage 0 (trained)")
     stage_rows, current, stop = [stage0], bayes, None
@@ -162,14 +172,14 @@ def compress_run(options, *, log=print):
             stop = f"target size reached ({len(ids)} <= {o.target_kernels} kernels)"
             break
         smaller, new_ids, record = C.compress_stage(
-            current, ids, ds, criterion=o.criterion, rule=o.rule, value=o.value,
+            current, target, ids, ds, criterion=o.criterion, rule=o.rule, value=o.value,
             retrain=o.retrain, train_kw=train_kw, finetune_kw=finetune_kw,
             objective=objective, seed=o.seed, check_x=check_x)
         if smaller is None:
             stop = f"no kernel selected by {o.rule} (value {o.value}) at stage {k}"
             break
-        record.update(stage=k, **C.measure(smaller, ds.test, timing_x=timing_x))
-        record["plots"] = _stage_plots(out, k, smaller, new_ids, None, {"cutoff": None},
+        record.update(stage=k, **C.measure(smaller, target, ds.test, timing_x=timing_x))
+        record["plots"] = _stage_plots(out, k, smaller, target, new_ids, None, {"cutoff": None},
                                        f"Stage {k} ({len(new_ids)} kernels)")
         accepted = record["test_accuracy"] >= start_acc - o.tolerance
         record["accepted"] = accepted
@@ -194,18 +204,21 @@ def compress_run(options, *, log=print):
     if o.baselines:
         sizes = C.size_grid(o.kernels, [r["kernels"] for r in accepted_rows])
         log(f"baselines at sizes {sizes}: pruning without retraining, vanilla retrained")
-        curves["Bayesian, pruned by norm, no retraining"] = C.pruned_without_retraining(bayes, sizes, ds.test)
-        curves["vanilla, pruned by weight norm, no retraining"] = C.pruned_without_retraining(vanilla, sizes, ds.test)
+        prune = C.pruned_without_retraining
+        curves["Bayesian, pruned by norm, no retraining"] = prune(bayes, target, sizes, ds.test)
+        curves["vanilla, pruned by weight norm, no retraining"] = prune(vanilla, target, sizes,
+                                                                         ds.test)
         curves["vanilla, retrained at each size"] = C.vanilla_retrained(
-            ds, [s for s in sizes if s != o.kernels], objective=objective, train_kw=train_kw,
-            seed=o.seed, dtype=dtype) + [(o.kernels, stage0["vanilla"]["test_accuracy"])]
+            ds, target, [s for s in sizes if s != o.kernels], objective=objective,
+            train_kw=train_kw, seed=o.seed, dtype=dtype) + [
+            (o.kernels, stage0["vanilla"]["test_accuracy"])]
     final_plots = {
         "stages": plots.save(plots.stages(accepted_rows), out / "stages.png").name,
         "accuracy_vs_kernels": plots.save(plots.accuracy_vs_kernels(curves),
                                           out / "accuracy_vs_kernels.png").name,
     }
     report = {
-        "dataset": o.dataset, "preset": o.preset, "seed": o.seed, "options": asdict(o),
+        "architecture": o.architecture, "pruned_layer": target.layer, "dataset": o.dataset, "preset": o.preset, "seed": o.seed, "options": asdict(o),
         "n_train": len(ds.train.y), "n_test": len(ds.test.y),
         "start_kernels": o.kernels, "final_kernels": len(ids), "final_kernel_ids": ids,
         "start_test_accuracy": start_acc,

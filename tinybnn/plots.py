@@ -73,31 +73,37 @@ def kernel_norms(bayes, vanilla=None, cutoff=None, removed=(), title="Kernel nor
     return fig
 
 
-def kernel_grid(M, removed=(), ids=None, title="Kernel means"):
-    """Each kernel mean M[k] (first input channel) as an image, its norm above it; removed
-    kernels framed in red. ``ids`` labels kernels by their index in the original network."""
+def kernel_grid(images, removed=(), ids=None, title="Kernel means", limit=None, norms=None):
+    """Each kernel mean (an image (n, h, w)) with its id and norm above it; removed kernels
+    framed in red. ``ids`` labels kernels by their index in the original network; with
+    ``limit``, only the ``limit`` lowest-norm kernels are drawn (``norms`` sets the order)."""
     import numpy as np
 
-    N = M.shape[0]
+    norms = np.linalg.norm(images.reshape(len(images), -1), axis=1) if norms is None else norms
+    show = np.argsort(norms, kind="stable")[:limit] if limit and len(images) > limit \
+        else np.arange(len(images))
+    N = len(show)
     cols = min(N, 10)
     rows = int(np.ceil(N / cols))
     fig = Figure(figsize=(1.1 * cols, 1.25 * rows + 0.6))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    vmax = np.abs(M).max() or 1.0
-    for k, ax in enumerate(axes):
+    vmax = np.abs(images).max() or 1.0
+    for i, ax in enumerate(axes):
         ax.set_xticks([])
         ax.set_yticks([])
-        if k >= N:
+        if i >= N:
             ax.axis("off")
             continue
-        ax.imshow(M[k, 0], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        k = show[i]
+        ax.imshow(images[k], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         label = ids[k] if ids is not None else k
-        ax.set_title(f"#{label} {np.linalg.norm(M[k]):.2g}", fontsize=7)
+        ax.set_title(f"#{label} {norms[k]:.2g}", fontsize=7)
         if k in set(removed):
             for side in ax.spines.values():
                 side.set_color("red")
                 side.set_linewidth(2.5)
-    fig.suptitle(f"{title}\n(color: weight mean, shared scale; title: kernel id and ||M_k||; "
+    shown = f"the {N} lowest-norm of {len(images)}; " if N < len(images) else ""
+    fig.suptitle(f"{title}\n({shown}color: weight mean, shared scale; title: id and ||M_k||; "
                  f"red frame: removed)", fontsize=9)
     fig.tight_layout()
     return fig
