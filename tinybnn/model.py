@@ -19,10 +19,11 @@ import numpy as np
 
 from .errors import ConfigError, ShapeError
 from .gaussian import STRUCTURES, Point, check_finite
-from .layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Softmax
+from .layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLUExact, Softmax
 from .losses import Objective, cross_entropy, gaussian_nll, one_hot, squared_error
 
-LAYER_TYPES = {cls.__name__: cls for cls in (Linear, Conv2d, ReLU, MaxPool2d, Flatten, Softmax)}
+LAYER_TYPES = {cls.__name__: cls for cls in (Linear, Conv2d, ReLU, ReLUExact, MaxPool2d,
+                                              Flatten, Softmax)}
 TASKS = ("classification", "regression")
 
 
@@ -175,13 +176,20 @@ def paper_cnn(n_kernels, *, bayesian=True, input_shape=(1, 28, 28), kernel_size=
     return Sequential(layers, task="classification", input_shape=input_shape)
 
 
+RELUS = {"first_order": ReLU, "exact": ReLUExact}
+
+
 def mlp(sizes, *, bayesian=True, task="classification", input_shape=None, seed=0,
-        dtype=np.float64, rho_range=(-12.0, -2.2)):
+        dtype=np.float64, rho_range=(-12.0, -2.2), relu="first_order"):
     """Linear -> ReLU -> ... -> Linear (-> Softmax for a Bayesian classifier).
 
     sizes : (D, H1, ..., K) layer widths. If ``input_shape`` has more than one axis (images),
     a Flatten layer comes first.
+    relu : "first_order" (:class:`~tinybnn.layers.ReLU`, the paper's rule) or "exact"
+    (:class:`~tinybnn.layers.ReLUExact`, exact rectified-Gaussian means and variances).
     """
+    if relu not in RELUS:
+        raise ConfigError(f"relu must be one of {', '.join(RELUS)}, found {relu!r}")
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ConfigError(f"sizes must be at least (inputs, outputs), all >= 1; found {sizes}")
@@ -192,7 +200,7 @@ def mlp(sizes, *, bayesian=True, task="classification", input_shape=None, seed=0
     layers = [("flatten", Flatten())] if len(input_shape) > 1 else []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         if i > 1:
-            layers.append((f"relu{i - 1}", ReLU()))
+            layers.append((f"relu{i - 1}", RELUS[relu]()))
         layers.append((f"fc{i}", Linear(a, b, bayesian=bayesian, rng=rng, dtype=dtype,
                                         rho_range=rho_range)))
     if bayesian and task == "classification":
