@@ -202,7 +202,17 @@ def evaluate_run(model_path, *, dataset=None, test_subset=None, seed=0):
     meta["options"].setdefault("epochs", None)
     meta["options"].setdefault("seed", None)
     meta["options"].setdefault("preset", None)
-    return run_metrics(model, meta, evaluate(model, ds.test))
+    if model.task != "classification":
+        return run_metrics(model, meta, evaluate(model, ds.test))
+    from .evaluate import classification_metrics, predict
+    from .uncertainty import summary_table
+
+    mean, cov = predict(model, ds.test.x)
+    metrics = run_metrics(model, meta, classification_metrics(mean, cov, ds.test.y))
+    # mean confidence, predicted-class variance, trace and entropy over all, correct and wrong
+    # predictions (tinybnn/uncertainty.py)
+    metrics["uncertainty"] = summary_table(mean, cov, ds.test.y)
+    return metrics
 
 
 def write_json(path, obj):
