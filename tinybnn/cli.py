@@ -221,12 +221,47 @@ def sweep_command(args):
 
 
 # --------------------------------------------------------------------------------------------
+# tinybnn uncertainty
+# --------------------------------------------------------------------------------------------
+
+def add_uncertainty_parser(subparsers):
+    from tinybnn.uncertainty_run import UncertaintyOptions
+
+    p = subparsers.add_parser(
+        "uncertainty", help="robustness, out-of-distribution, calibration: Bayesian vs vanilla",
+        description="Measure a Bayesian and a vanilla classifier under additive Gaussian noise "
+                    "and FGSM (untargeted and targeted), on out-of-distribution images "
+                    "(AUROC of each uncertainty summary), for calibration (ECE), and compare "
+                    "the propagated moments with a Monte Carlo predictive. Writes "
+                    "OUT/uncertainty.json, noise.png, fgsm.png, ood.png, reliability.png and "
+                    "monte_carlo.png. Without model files it first trains a quick pair of "
+                    "paper CNNs (the --quick-* options).")
+    add_dataclass_options(p, UncertaintyOptions)
+    p.set_defaults(run=uncertainty_command)
+
+
+def uncertainty_command(args):
+    from tinybnn.uncertainty_run import UncertaintyOptions, uncertainty_run
+
+    result = uncertainty_run(options_from_args(UncertaintyOptions, args),
+                             log=lambda m: print(m, file=sys.stderr))
+    short = {k: {"test_accuracy": v["test_accuracy"]} for k, v in result["models"].items()}
+    for k in short:
+        short[k]["noise_accuracy"] = result["noise"][k]["accuracy"]
+        short[k]["ood_auroc"] = result["ood"][k]["auroc"]
+        short[k]["ece"] = result["calibration"][k]["ece"]
+    print(json.dumps(short))
+    print(f"wrote {args.out}/uncertainty.json and PNG plots", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # The parser and main()
 # --------------------------------------------------------------------------------------------
 
 #: One parser-builder per command, in the order ``--help`` lists them.
 COMMANDS = [add_compress_parser, add_sweep_parser, add_train_parser, add_evaluate_parser,
-            add_data_parser]
+            add_uncertainty_parser, add_data_parser]
 
 
 def build_parser():
