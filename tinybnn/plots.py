@@ -391,3 +391,28 @@ def mc_convergence(agreement, title="Monte Carlo predictive against propagated m
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def relu_variances(first_order, exact, monte_carlo, n_points=20000, seed=0,
+                   title="ReLU output variances: propagated against Monte Carlo"):
+    """Scatter of each unit's propagated ReLU output variance (first order, exact) against
+    its Monte Carlo variance, log-log, with the diagonal; units the first-order rule gives zero
+    variance are drawn at the bottom edge. A seeded random subset of ``n_points`` units."""
+    import numpy as np
+
+    v1, ve, vm = (np.asarray(a, float).ravel() for a in (first_order, exact, monte_carlo))
+    pick = np.random.default_rng(seed).choice(vm.size, size=min(n_points, vm.size), replace=False)
+    v1, ve, vm = v1[pick], ve[pick], vm[pick]
+    keep = vm > 0
+    lo = vm[keep].min()
+    fig = Figure(figsize=(6.2, 5.4))
+    ax = fig.subplots()
+    ax.loglog(vm[keep], np.maximum(v1[keep], lo / 10), ".", ms=2, alpha=0.3, color=VANILLA,
+              label=f"first order (zero variance drawn at {lo / 10:.1g})")
+    ax.loglog(vm[keep], ve[keep], ".", ms=2, alpha=0.3, color=BAYES, label="exact")
+    ax.plot([lo, vm.max()], [lo, vm.max()], ":", color="grey", label="equal")
+    ax.set(xlabel="Monte Carlo variance", ylabel="propagated variance", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, markerscale=4)
+    fig.tight_layout()
+    return fig
