@@ -1,5 +1,6 @@
 """Each numba kernel equals its NumPy twin (float64 and float32), and im2col/col2im and
-gather/scatter are adjoint pairs."""
+gather/scatter are adjoint pairs. Inputs include the layouts the layers pass: broadcast views
+(the identity rows and unit scale of a first convolution) and float32."""
 
 import numpy as np
 import pytest
@@ -37,13 +38,50 @@ def test_maxpool_gather_scatter(dtype, shape):
     rng = np.random.default_rng(1)
     m = rng.normal(size=shape).astype(dtype)
     m[0, 0, :2, :2] = 0.0  # a tie: the first maximum (row-major) wins
-    idx = kn.maxpool_argmax(m)
+    idx, pooled = kn.maxpool(m)
+    idx0, pooled0 = kn.maxpool_numpy(m)
+    np.testing.assert_array_equal(idx, idx0)
     np.testing.assert_array_equal(idx, kn.maxpool_argmax_numpy(m))
+    close(pooled, pooled0, dtype)
     if shape[2] >= 2 and shape[3] >= 2 and m[0, 0, :2, :2].max() == 0:
         assert idx[0, 0, 0, 0] == 0
     close(kn.gather(m, idx), kn.gather_numpy(m, idx), dtype)
     g = rng.normal(size=idx.shape).astype(dtype)
     close(kn.scatter(g, idx, shape), kn.scatter_numpy(g, idx, shape), dtype)
+    # adjoint: <gather(m), g> == <m, scatter(g)>
+    assert np.isclose((kn.gather(m, idx) * g).sum(), (m * kn.scatter(g, idx, shape)).sum(),
+                      rtol=TOL[dtype] * 10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gather_reads_broadcast_views(dtype):
+    """The first conv's identity rows and unit scale are broadcast views, gathered in place."""
+    B, C, H, W = 3, 2, 4, 6
+    m = np.random.default_rng(4).normal(size=(B, C, H, W)).astype(dtype)
+    idx, _ = kn.maxpool(m)
+    rows = np.broadcast_to(np.arange(H * W).reshape(1, 1, H, W), m.shape)
+    ones = np.broadcast_to(np.ones((), dtype=dtype), m.shape)
+    np.testing.assert_array_equal(kn.gather(rows, idx), idx)
+    np.testing.assert_array_equal(kn.gather(ones, idx), np.ones(idx.shape, dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("broadcast_scale", [False, True])
+def test_relu_kernels(dtype, broadcast_scale):
+    rng = np.random.default_rng(5)
+    mean = rng.normal(size=(3, 4, 7)).astype(dtype)
+    mean[0, 0, :3] = 0.0  # exactly 0: mask 0
+    mean[0, 1, 0] = np.nan  # a NaN stays NaN in the mean, masked in the scale
+    scale = (np.broadcast_to(np.ones((), dtype=dtype), mean.shape) if broadcast_scale
+             else rng.uniform(0.5, 1.5, mean.shape).astype(dtype))
+    out, sc = kn.relu_scale(mean, scale)
+    out0, sc0 = kn.relu_scale_numpy(mean, scale)
+    np.testing.assert_array_equal(out, out0)
+    np.testing.assert_array_equal(sc, sc0)
+    assert out.dtype == sc.dtype == dtype
+    g = rng.normal(size=mean.shape).astype(dtype)
+    np.testing.assert_array_equal(kn.relu_backward(g, out), kn.relu_backward_numpy(g, out0))
+    assert kn.relu_backward(g, out).dtype == dtype
 
 
 def factored_inputs(rng, dtype, B=3, P=20, d=6, N=4, L=5, K=3):
@@ -51,20 +89,39 @@ def factored_inputs(rng, dtype, B=3, P=20, d=6, N=4, L=5, K=3):
     rows = rng.integers(0, P, size=(B, N, L))
     scale = (rng.random((B, N, L)) > 0.3).astype(dtype)
     M3 = rng.normal(size=(N, L, K)).astype(dtype)
-    GAt = rng.normal(size=(B, N, K, d)).astype(dtype)
+    At = rng.normal(size=(B, N, K, d)).astype(dtype)
+    G = rng.normal(size=(B, K, K)).astype(dtype)
+    G = G + G.transpose(0, 2, 1)
     s = rng.uniform(0.1, 1, N).astype(dtype)
     c = rng.normal(size=B).astype(dtype)
-    return patches, rows, scale, M3, GAt, s, c
+    tau = rng.uniform(0.1, 1, (B, N)).astype(dtype)
+    return patches, rows, scale, M3, At, G, s, c, tau
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_factored_kernels(dtype):
-    patches, rows, scale, M3, GAt, s, c = factored_inputs(np.random.default_rng(2), dtype)
-    At, tau = kn.factored_project(patches, rows, scale, M3)
-    At0, tau0 = kn.factored_project_numpy(patches, rows, scale, M3)
-    close(At, At0, dtype)
-    close(tau, tau0, dtype)
-    close(kn.factored_project_backward(patches, rows, scale, GAt, s),
-          kn.factored_project_backward_numpy(patches, rows, scale, GAt, s), dtype)
+@pytest.mark.parametrize("B", [3, 1])
+def test_factored_kernels(dtype, B):
+    patches, rows, scale, M3, At, G, s, c, tau = factored_inputs(np.random.default_rng(2), dtype,
+                                                                 B=B)
+    for got, want in zip(kn.factored_project(patches, rows, scale, M3, s),
+                         kn.factored_project_numpy(patches, rows, scale, M3, s)):
+        close(got, want, dtype)
+        assert got.dtype == dtype
+    for got, want in zip(kn.factored_project_backward(patches, rows, scale, At, G, s, c, tau),
+                         kn.factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau)):
+        close(got, want, dtype)
+        assert got.dtype == dtype
+    GAt = G[:, None] @ At
     close(kn.factored_patch_grad(patches, rows, scale, M3, GAt, s, c),
           kn.factored_patch_grad_numpy(patches, rows, scale, M3, GAt, s, c), dtype)
+
+
+def test_factored_backward_partial_sums_do_not_depend_on_the_thread_count():
+    """The per-thread partial sums of dM3 add up to the same result for any number of chunks."""
+    patches, rows, scale, M3, At, G, s, c, tau = factored_inputs(np.random.default_rng(6),
+                                                                 np.float64, B=5)
+    want = kn.factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau)
+    for chunks in (1, 2, 3, 7):
+        got = kn._factored_project_backward(patches, rows, scale, At, G, s, c, tau, chunks)
+        for a, b in zip(got, want):
+            close(a, b, np.float64)

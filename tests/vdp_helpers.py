@@ -1,9 +1,12 @@
 """Test helpers: random structures, random scalar probes of a structure, and an explicit
-(dense P x P) view of the factored structures, written independently of the library's path."""
+(dense P x P) view of the factored structures, written independently of the library's path.
+For the Projected structure (a Full kept as factors) the helpers also convert a dense covariance
+gradient into gradients with respect to its factors, with explicit formulas."""
 
 import numpy as np
 
-from tinybnn.gaussian import Diagonal, Factored, FactoredGrad, FlatFactored, Full, Point
+from tinybnn.gaussian import (Diagonal, Factored, FactoredGrad, FlatFactored, Full, Point,
+                              Projected, ProjectedGrad)
 
 
 def spd(rng, B, K):
@@ -22,6 +25,28 @@ def random_diagonal(rng, shape):
 
 def random_full(rng, B, K):
     return Full(rng.normal(size=(B, K)), spd(rng, B, K))
+
+
+def random_projected(rng, B=3, D0=6, K=4):
+    """A Projected structure: diag(a) (U^T diag(v) U + diag(e)) diag(a), a in {0} u [0.5, 1.5]."""
+    scale = rng.uniform(0.5, 1.5, size=(B, K)) * (rng.random((B, K)) > 0.25)
+    return Projected(rng.normal(size=(B, K)), rng.normal(size=(D0, K)) / np.sqrt(D0),
+                     rng.uniform(0.1, 1.0, size=(B, D0)), rng.uniform(0.1, 1.0, size=(B, K)), scale)
+
+
+def projected_factor_grads(x, G):
+    """dl/d(var, extra, U) of a Projected x from the gradient G (B, K, K) of its dense cov.
+
+    With H_b = diag(a_b) G_b diag(a_b): dvar_bi = (U H_b U^T)_ii, dextra_bk = (H_b)_kk,
+    dU = 2 sum_b diag(var_b) U H_b (G symmetric).
+    """
+    a = x.scale
+    H = G * a[:, :, None] * a[:, None, :]
+    UH = np.einsum("ik,bkl->bil", x.U, H)  # (B, D0, K)
+    dvar = np.einsum("bil,il->bi", UH, x.U)
+    dextra = np.diagonal(H, axis1=1, axis2=2).copy()
+    dU = 2 * np.einsum("bi,bil->il", x.var, UH)
+    return dvar, dextra, dU
 
 
 def random_factored(rng, B=2, N=3, H=3, W=3, P=12, d=4, flat=False, binary_scale=False):
@@ -67,13 +92,22 @@ def dense_full(x):
     return Full(x.mean.copy(), S)
 
 
-def probe(y, rng):
+def probe(y, rng, dense=False):
     """A random linear functional l(y) of a structure and its gradient dl/dy (a structure).
 
     Returns (f, dy) where f(y) -> float. For a factored y the functional reads the explicit
-    per-channel covariances, and dy is their adjoint written with explicit loops.
+    per-channel covariances, and dy is their adjoint written with explicit loops. For a
+    Projected y it reads the factors (dy a ProjectedGrad), or with ``dense=True`` the dense
+    ``cov`` like any Full (dy a Full).
     """
     Rm = rng.normal(size=y.mean.shape)
+    if isinstance(y, Projected) and not dense:
+        Rv, Re, RU = (rng.normal(size=a.shape) for a in (y.var, y.extra, y.U))
+
+        def f(z):
+            return float((Rm * z.mean).sum() + (Rv * z.var).sum() + (Re * z.extra).sum()
+                         + (RU * z.U).sum())
+        return f, ProjectedGrad(Rm, Rv, Re, RU)
     if isinstance(y, Point):
         return (lambda z: float((Rm * z.mean).sum())), Point(Rm)
     if isinstance(y, Diagonal):
@@ -102,6 +136,9 @@ def probe(y, rng):
 
 def input_arrays(x):
     """(name, array, symmetric) for every differentiable field of an input structure."""
+    if isinstance(x, Projected):
+        return [("mean", x.mean, False), ("var", x.var, False), ("extra", x.extra, False),
+                ("U", x.U, False)]
     if isinstance(x, Point):
         return [("mean", x.mean, False)]
     if isinstance(x, Diagonal):
@@ -111,8 +148,14 @@ def input_arrays(x):
     return [("mean", x.mean, False), ("patches", x.patches, False), ("s", x.s, False)]
 
 
-def input_grad(dx, field):
-    """The gradient in ``dx`` matching ``input_arrays`` field names (s summed over the batch)."""
+def input_grad(dx, field, x=None):
+    """The gradient in ``dx`` matching ``input_arrays`` field names (s summed over the batch).
+
+    For a Projected input ``x`` whose gradient came back as a Full, the factors' gradients are
+    computed from the dense one (:func:`projected_factor_grads`).
+    """
+    if isinstance(x, Projected) and type(dx) is Full and field != "mean":
+        return dict(zip(("var", "extra", "U"), projected_factor_grads(x, dx.cov)))[field]
     if field == "var":
         return dx.var
     if field == "cov":

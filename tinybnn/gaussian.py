@@ -4,7 +4,8 @@ An activation is a Gaussian with a mean and a covariance. The covariance has one
 *structures*; each is a small class, and each layer says which structures it accepts and which it
 returns (see ``tinybnn/layers``). The gradient of the loss with respect to a structure travels
 backwards in a class of the same shape: ``Point(dm)``, ``Diagonal(dm, dvar)``, ``Full(dm, dS)``,
-and :class:`FactoredGrad` for the factored structures.
+:class:`ProjectedGrad` for :class:`Projected` (or ``Full``, see there), and
+:class:`FactoredGrad` for the factored structures.
 
 Notation (docs/NOTATION.md): ``B`` batch, ``D`` features, ``K`` units, ``N`` channels (kernels),
 ``H, W`` a map's height and width, ``P`` the number of conv output positions, ``d`` the length of
@@ -16,6 +17,10 @@ structure          covariance of one example                   memory (numbers)
 Point              0 (a deterministic input or a vanilla net)  B D
 Diagonal           diag(var)                                   2 B D
 Full               S, a dense (K, K) matrix                    B K + B K^2
+Projected          diag(a) (U^T diag(v) U + diag(e)) diag(a):  3 B K + B D + D K
+                   a linear layer's output from a Diagonal
+                   input (U its weights, v the input
+                   variances), a Full kept as factors
 Factored           per channel k: s_k F_k F_k^T, F_k rows of   B N H W (mean, rows, scale)
                    the conv patches, zero across channels      + B P d (patches)
 FlatFactored       the same after Flatten (block-diagonal)     as Factored
@@ -23,6 +28,8 @@ FlatFactored       the same after Flatten (block-diagonal)     as Factored
 
 A dense ``Full`` covariance of the paper's pooled feature map (N = 32, 12 x 12) would hold
 4608^2 numbers per example (170 MB in float64); ``FlatFactored`` holds 3 x 4608 + 576 x 25.
+Likewise the 400 hidden units of an MLP after a Diagonal layer: ``Full`` costs 400^2 numbers
+and B D K^2 = 1.25e10 multiply-adds per batch of 100 to form; ``Projected`` forms nothing.
 """
 
 from dataclasses import dataclass
@@ -87,6 +94,56 @@ class Full:
         return self.mean.shape[0]
 
 
+class Projected(Full):
+    """The output of a Bayesian linear layer whose input covariance is diagonal, kept as factors.
+
+    For example b, with the layer's weight means ``U`` (D, K), the input variances ``var_b``
+    (D,), the weight-noise variances ``extra_b`` (K,) (``s_j t_b`` of the layer) and a constant
+    row and column scale ``scale_b`` (K,) (1 when made; a following ReLU multiplies in its mask)::
+
+        S_b = diag(scale_b) ( U^T diag(var_b) U + diag(extra_b) ) diag(scale_b)      (K, K)
+
+    It *is* a :class:`Full`: a layer or loss with no rule of its own for it reads ``cov``, the
+    dense matrices (B, K, K), formed when read (B D K^2 multiply-adds; cheap for the few outputs
+    of a last layer, which is where that happens). The layers that meet it inside an MLP use the factors instead: ReLU multiplies
+    ``scale``, and the next Linear (K -> K') builds its Full output from ``U diag(a) M``
+    (D, K') in O(B D K K') without ever forming S (see :mod:`tinybnn.layers.linear`).
+
+    mean  : (B, K);  U : (D, K), a copy of the weights, shared by the batch;  var : (B, D);
+    extra : (B, K);  scale : (B, K), a constant (like Factored's ``scale``)
+    Memory: 3 B K + B D + D K numbers (and B K^2 while a read ``cov`` is alive).
+    Its gradient is a :class:`ProjectedGrad` (with respect to the factors) from a layer that
+    used the factors, or a ``Full(dl/dmean, G)`` from one that read ``cov``.
+    """
+
+    def __init__(self, mean, U, var, extra, scale):
+        self.mean, self.U, self.var, self.extra, self.scale = mean, U, var, extra, scale
+
+    @property
+    def cov(self):
+        """The dense covariances (B, K, K), formed from the factors each time they are read
+        (nothing is cached, so the matrix always matches the factors)."""
+        S = (self.U.T[None, :, :] * self.var[:, None, :]) @ self.U  # U^T diag(v) U  (B, K, K)
+        i = np.arange(S.shape[-1])
+        S[:, i, i] += self.extra
+        return S * self.scale[:, :, None] * self.scale[:, None, :]
+
+
+@dataclass
+class ProjectedGrad:
+    """The gradient of the loss with respect to the factors of a :class:`Projected` structure.
+
+    mean  : (B, K) dl/dmean;  var : (B, D) dl/dvar;  extra : (B, K) dl/dextra;
+    U     : (D, K) dl/dU, summed over the batch (U is shared)
+    ``scale`` is a constant and has no gradient.
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    extra: np.ndarray
+    U: np.ndarray
+
+
 @dataclass
 class Factored:
     """The exact covariance of a first convolution, kept as factors (never as P x P matrices).
@@ -97,9 +154,10 @@ class Factored:
         Cov[y_kp, y_lq] = 0   for k != l
 
     i.e. ``S_k = s_k F_k F_k^T`` with ``F_k = diag(scale_k) X[rows_k]``. The first Conv2d creates
-    it with ``rows = arange(P)``, ``scale = 1``; ReLU multiplies ``scale`` by its mask; MaxPool
-    gathers ``rows`` and ``scale`` at the argmax. Only ``patches`` and ``s`` carry gradients:
-    ``rows`` and ``scale`` are constants chosen by the mean path.
+    it with ``rows = arange(P)``, ``scale = 1``, both read-only broadcast views (no memory);
+    ReLU multiplies ``scale`` by its mask; MaxPool gathers ``rows`` and ``scale`` at the argmax.
+    Only ``patches`` and ``s`` carry gradients: ``rows`` and ``scale`` are constants chosen by
+    the mean path.
 
     mean    : (B, N, H, W)  the map's mean
     patches : (B, P, d)     im2col of the conv input, P conv output positions
@@ -108,7 +166,8 @@ class Factored:
     s       : (N,)          kernel variances softplus(rho)
     track_patches : whether the backward pass must return dl/dpatches (input gradients)
 
-    Memory: 3 B N H W + B P d numbers.
+    Memory: 3 B N H W + B P d numbers (B N H W + B P d right after the conv, where rows and
+    scale are views).
     """
 
     mean: np.ndarray
@@ -186,11 +245,12 @@ class FactoredGrad:
     patches: np.ndarray = None
 
 
-STRUCTURES = (Point, Diagonal, Full, Factored, FlatFactored)
+STRUCTURES = (Point, Diagonal, Full, Projected, Factored, FlatFactored)
 
-# The class that carries the gradient with respect to each structure.
-GRAD_TYPE = {Point: Point, Diagonal: Diagonal, Full: Full, Factored: FactoredGrad,
-             FlatFactored: FactoredGrad}
+# The classes that may carry the gradient with respect to each structure.
+GRAD_TYPE = {Point: (Point,), Diagonal: (Diagonal,), Full: (Full,),
+             Projected: (ProjectedGrad, Full), Factored: (FactoredGrad,),
+             FlatFactored: (FactoredGrad,)}
 
 
 def describe(x):

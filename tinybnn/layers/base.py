@@ -3,8 +3,9 @@
 A layer's contract (docs/NOTATION.md):
 
 - ``forward(x) -> y`` takes a structure from :mod:`tinybnn.gaussian`, picks the rule for its
-  type from ``self.rules`` (a structure the layer cannot take is a StructureError naming both),
-  and stores what ``backward`` needs in ``self.saved``, overwriting the previous call's.
+  type from ``self.rules`` (or, failing that, for the class it derives from: a ``Projected`` is
+  a ``Full``; a structure the layer cannot take is a StructureError naming both), and stores
+  what ``backward`` needs in ``self.saved``, overwriting the previous call's.
 - ``backward(dy) -> dx`` takes the gradient with respect to ``y`` (the same structure as ``y``),
   fills ``self.grads`` (keyed like ``self.params``, summed over the batch) and returns the
   gradient with respect to ``x``. When ``self.input_grad`` is False the input gradient is not
@@ -39,7 +40,9 @@ class Layer:
         return softplus(self.params["rho"])
 
     def forward(self, x):
-        rule = self.rules.get(type(x))
+        # the rule for the structure's own type, else for the nearest class it derives from
+        # (a Projected is a Full: a layer without a Projected rule reads its dense ``cov``)
+        rule = next((self.rules[t] for t in type(x).__mro__ if t in self.rules), None)
         if rule is None:
             takes = ", ".join(t.__name__ for t in self.rules)
             raise StructureError(f"{type(self).__name__} takes {takes}; found {describe(x)}")
@@ -58,9 +61,10 @@ class Layer:
         if self.saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         backward_fn, out_type, saved = self.saved
-        if type(dy) is not GRAD_TYPE[out_type]:
+        if type(dy) not in GRAD_TYPE[out_type]:
+            expected = " or ".join(t.__name__ for t in GRAD_TYPE[out_type])
             raise StructureError(
-                f"{type(self).__name__}.backward expected a {GRAD_TYPE[out_type].__name__} (the "
+                f"{type(self).__name__}.backward expected a {expected} (the "
                 f"gradient of its {out_type.__name__} output), found {type(dy).__name__}"
             )
         return backward_fn(dy, saved)

@@ -119,37 +119,51 @@ class Conv2d(Layer):
     def _weights(self):
         return self.params["M"].reshape(self.n_kernels, -1)  # (N, d)
 
+    # -- Point input: the mean path, by BLAS ------------------------------------------------------
+    def _point_mean(self, X, hw):
+        """Maps m_k = X m_k for every kernel: (N, d) @ (B, d, P) -> (B, N, Ho, Wo), straight into
+        the maps' layout (a batched matrix product, no transpose copy)."""
+        return (self._weights() @ X.transpose(0, 2, 1)).reshape(X.shape[0], self.n_kernels, *hw)
+
+    def _point_grads(self, g, X):
+        """Fill dM = sum_b g_b X_b; return dX = g^T M (B, P, d), or None without input grads.
+
+        g (B, N, Ho, Wo) the gradient of the maps, X (B, P, d) the patches.
+        """
+        g = g.reshape(g.shape[0], self.n_kernels, -1)  # (B, N, P)
+        self.grads["M"] = (g @ X).sum(axis=0).reshape(self.params["M"].shape)  # (N, d)
+        if not self.input_grad:
+            return None
+        return g.transpose(0, 2, 1) @ self._weights()  # (B, P, d)
+
     # -- vanilla ----------------------------------------------------------------------------------
     def _forward_vanilla(self, x):
         X, hw = self._patches(x.mean)
-        return Point(self._maps(X @ self._weights().T, hw)), (X, x.mean.shape)
+        return Point(self._point_mean(X, hw)), (X, x.mean.shape)
 
     def _backward_vanilla(self, dy, saved):
         X, in_shape = saved
-        g = self._flat(dy.mean)  # (B, P, N)
-        self.grads["M"] = np.einsum("bpn,bpd->nd", g, X, optimize=True).reshape(self.params["M"].shape)
-        if not self.input_grad:
-            return None
-        return Point(self._unpatch(g @ self._weights(), in_shape))
+        dX = self._point_grads(dy.mean, X)
+        return None if dX is None else Point(self._unpatch(dX, in_shape))
 
     # -- Point input: exact, factored output --------------------------------------------------------
     def _forward_point(self, x):
         X, hw = self._patches(x.mean)  # (B, P, d)
         B = X.shape[0]
-        mean = self._maps(X @ self._weights().T, hw)  # (B, N, Ho, Wo)
+        mean = self._point_mean(X, hw)  # (B, N, Ho, Wo)
+        # rows = the identity (map position p reads patch row p), scale = 1: broadcast views,
+        # nothing is written; ReLU and MaxPool read them in place.
         rows = np.broadcast_to(np.arange(X.shape[1]).reshape(1, 1, *hw), mean.shape)
-        scale = np.ones_like(mean)
+        scale = np.broadcast_to(np.ones((), dtype=mean.dtype), mean.shape)
         y = Factored(mean, X, rows, scale, self.s, track_patches=self.input_grad)
         return y, (X, x.mean.shape, B)
 
     def _backward_point(self, dy, saved):
         X, in_shape, B = saved
-        g = self._flat(dy.mean)  # (B, P, N)
-        self.grads["M"] = np.einsum("bpn,bpd->nd", g, X, optimize=True).reshape(self.params["M"].shape)
+        dX = self._point_grads(dy.mean, X)
         self.grads["rho"] = dy.s.sum(axis=0) * softplus_grad(self.params["rho"])
-        if not self.input_grad:
+        if dX is None:
             return None
-        dX = g @ self._weights()  # (B, P, d)
         if dy.patches is not None:
             dX = dX + dy.patches
         return Point(self._unpatch(dX, in_shape))

@@ -9,16 +9,25 @@ variance per output unit; the bias ``b`` is a point value. For one example with 
     S_out = M^T S M + diag_j( s_j (tr S + ||mu||^2) )          (K, K)
 
 The second term is E[(w_j - M_j)^T x x^T (w_j - M_j)] = s_j E||x||^2; units are independent, so
-it only sits on the diagonal. Four input structures reach a linear layer:
+it only sits on the diagonal. Five input structures reach a linear layer:
 
-==============  ===========================================================  ========
+==============  ===========================================================  =========
 input           output covariance (per example)                              output
-==============  ===========================================================  ========
+==============  ===========================================================  =========
 Point x         diag_j( s_j ||x||^2 )  (exact; the first layer of an MLP)     Diagonal
-Diagonal v      M^T diag(v) M + diag_j( s_j (sum v + ||mu||^2) )               Full
+Diagonal v      M^T diag(v) M + diag_j( s_j (sum v + ||mu||^2) ), kept as     Projected
+                its factors: U = M, v, e = s t, a = 1 (nothing K x K formed)
+Projected       A^T diag(v) A + M^T diag(a^2 e) M + diag_j( s_j t ),          Full
+                A = U diag(a) M  (D0, K)
 Full S          M^T S M + diag_j( s_j (tr S + ||mu||^2) )                      Full
 FlatFactored    sum_k s_k A_k^T A_k + diag_j( s_j t ),  A_k = F_k^T M_k       Full
-==============  ===========================================================  ========
+==============  ===========================================================  =========
+
+For Projected input (a hidden layer of an MLP, after ReLU), the input covariance is
+``diag(a) (U^T diag(v) U + diag(e)) diag(a)`` with ``U`` (D0, D) the previous layer's weights,
+``v`` (D0,) its input variances (see :class:`tinybnn.gaussian.Projected`), and
+``t = sum_i a_i^2 ((U o U)^T v + e)_i + ||mu||^2``. Cost O(D0 D K) per example instead of the
+O(D0 D^2) of forming the D x D input covariance (for 784-400-400-10: 3e6 against 1.3e8).
 
 For FlatFactored input (the flattened first-conv feature map), block k of the input covariance
 is ``s_k F_k F_k^T`` (see :class:`tinybnn.gaussian.Factored`), ``M_k = M[k L:(k+1) L]`` (L, K)
@@ -33,6 +42,19 @@ Backward. With upstream ``g = dl/dm_out`` (K,), symmetric ``G = dl/dS_out`` (K, 
     ds_j  = G_jj (tr S + ||mu||^2)     (Point: g_var,j ||x||^2)
     dmu   = M g + 2 c mu               (Point: M g + 2 (sum_j s_j g_var,j) x)
     dS    = M G M^T + c I              (Diagonal: its diagonal;  FlatFactored: below)
+
+For Projected input the input gradient is with respect to the factors; with ``Q = A G``
+(D0, K)::
+
+    dM   = mu g^T + 2 diag(a) U^T diag(v) Q + 2 diag(a^2 e) M G
+    dv   = rowsum(Q o A) + c (U o U) a^2                        (D0,)
+    de   = a^2 o ( diag(M G M^T) + c )                          (D,)
+    dU   = 2 diag(v) Q M^T diag(a) + 2 c diag(v) U diag(a^2)    (D0, D), summed over the batch
+
+and a Diagonal-input layer whose Projected output comes back with such a gradient
+(g, dv, de, dU) needs no K x K work either: ``dM = mu g^T + dU``, ``ds_j = sum de_j t``,
+``c' = de . s``, ``dmu = M g + 2 c' mu``, ``dv_in = dv + c'``. (When the layer after it read the
+dense ``cov`` instead, e.g. a Softmax, the gradient is a Full and the rules above apply.)
 
 For FlatFactored the input gradient is the gradient with respect to the factors::
 
@@ -50,7 +72,7 @@ import numpy as np
 from .. import kernels
 from ..errors import ShapeError
 from ..functions import softplus_grad
-from ..gaussian import Diagonal, FactoredGrad, FlatFactored, Full, Point
+from ..gaussian import Diagonal, FactoredGrad, FlatFactored, Full, Point, Projected, ProjectedGrad
 from .base import Layer, initial_rho, truncated_normal
 
 
@@ -91,6 +113,7 @@ class Linear(Layer):
             self.rules = {
                 Point: (self._forward_point, self._backward_point),
                 Diagonal: (self._forward_diagonal, self._backward_diagonal),
+                Projected: (self._forward_projected, self._backward_projected),
                 Full: (self._forward_full, self._backward_full),
                 FlatFactored: (self._forward_factored, self._backward_factored),
             }
@@ -141,16 +164,35 @@ class Linear(Layer):
             return None
         return Point(dy.mean @ self.params["M"].T + 2.0 * (dy.var @ self.s)[:, None] * x)
 
-    # -- Diagonal input: full output ---------------------------------------------------------
+    # -- Diagonal input: Projected output (a Full kept as factors) ---------------------------------
     def _forward_diagonal(self, x):
         mu, v = x.mean, x.var
         m, M = self._mean(mu), self.params["M"]
         t = v.sum(axis=1) + np.einsum("bd,bd->b", mu, mu)  # (B,)
-        S = (M.T[None, :, :] * v[:, None, :]) @ M  # M^T diag(v) M  (B, K, K)
-        add_diagonal(S, t[:, None] * self.s)
-        return Full(m, S), (mu, v, t)
+        # S = M^T diag(v) M + diag(s t), never formed here; U is a copy, so an optimiser step
+        # that changes M in place does not change this output
+        y = Projected(m, M.copy(), v, t[:, None] * self.s, np.ones_like(m))
+        return y, (mu, v, t)
 
     def _backward_diagonal(self, dy, saved):
+        if type(dy) is ProjectedGrad:
+            return self._backward_diagonal_factors(dy, saved)
+        return self._backward_diagonal_dense(dy, saved)
+
+    def _backward_diagonal_factors(self, dy, saved):
+        """The gradient came back with respect to the factors (g, dv, de, dU): O(B D K)."""
+        mu, v, t = saved
+        M, g = self.params["M"], dy.mean
+        self._mean_grads(mu, g)
+        self.grads["M"] += dy.U  # U = M
+        self.grads["rho"] = (dy.extra * t[:, None]).sum(axis=0) * softplus_grad(self.params["rho"])
+        if not self.input_grad:
+            return None
+        c = dy.extra @ self.s  # dl/dt  (B,)
+        return Diagonal(g @ M.T + 2.0 * c[:, None] * mu, dy.var + c[:, None])
+
+    def _backward_diagonal_dense(self, dy, saved):
+        """The gradient came back as a Full (g, G): a layer after this one read the dense cov."""
         mu, v, t = saved
         M, g, G = self.params["M"], dy.mean, dy.cov
         c = self._cov_grads_tail(G, t)
@@ -162,6 +204,46 @@ class Linear(Layer):
         dmu = g @ M.T + 2.0 * c[:, None] * mu
         dv = np.einsum("bdk,dk->bd", MG, M) + c[:, None]  # diag(M G M^T) + c
         return Diagonal(dmu, dv)
+
+    # -- Projected input: full output ----------------------------------------------------------
+    def _forward_projected(self, x):
+        mu, U, v, e, a = x.mean, x.U, x.var, x.extra, x.scale
+        m, M = self._mean(mu), self.params["M"]
+        B, (D0, D), K = mu.shape[0], U.shape, self.d_out
+        aM = a[:, :, None] * M[None]  # diag(a_b) M  (B, D, K)
+        # A_b = U diag(a_b) M for the whole batch as one matrix product (D0, D) @ (D, B K)
+        A = (U @ aM.transpose(1, 0, 2).reshape(D, B * K)).reshape(D0, B, K)
+        A = np.ascontiguousarray(A.transpose(1, 0, 2))  # (B, D0, K)
+        a2 = a * a
+        t = (a2 * (v @ (U * U) + e)).sum(axis=1) + np.einsum("bd,bd->b", mu, mu)  # (B,)
+        S = (A.transpose(0, 2, 1) * v[:, None, :]) @ A  # A^T diag(v) A  (B, K, K)
+        S += (M.T[None] * (a2 * e)[:, None, :]) @ M  # + M^T diag(a^2 e) M
+        add_diagonal(S, t[:, None] * self.s)
+        return Full(m, S), (x, A, t)
+
+    def _backward_projected(self, dy, saved):
+        x, A, t = saved
+        mu, U, v, e, a = x.mean, x.U, x.var, x.extra, x.scale
+        M, g, G = self.params["M"], dy.mean, dy.cov
+        B, (D0, D), K = mu.shape[0], U.shape, self.d_out
+        c = self._cov_grads_tail(G, t)
+        self._mean_grads(mu, g)
+        Q = A @ G  # A_b G_b  (B, D0, K)
+        VQ = (v[:, :, None] * Q).transpose(1, 0, 2).reshape(D0, B * K)  # diag(v_b) Q_b side by side
+        MG = M[None] @ G  # (B, D, K)
+        a2 = a * a
+        # dM += 2 diag(a) U^T diag(v) Q + 2 diag(a^2 e) M G, summed over the batch
+        UVQ = (U.T @ VQ).reshape(D, B, K)  # U^T diag(v_b) Q_b  (D, B, K)
+        self.grads["M"] += 2.0 * (np.einsum("dbk,bd->dk", UVQ, a)
+                                  + np.einsum("bd,bdk->dk", a2 * e, MG))
+        if not self.input_grad:
+            return None
+        dmu = g @ M.T + 2.0 * c[:, None] * mu
+        dv = np.einsum("bik,bik->bi", Q, A) + c[:, None] * (a2 @ (U * U).T)  # (B, D0)
+        de = a2 * (np.einsum("bdk,dk->bd", MG, M) + c[:, None])  # (B, D)
+        aMt = (M.T[None] * a[:, None, :]).reshape(B * K, D)  # M^T diag(a_b) stacked  (B K, D)
+        dU = 2.0 * (VQ @ aMt) + 2.0 * U * (v.T @ (c[:, None] * a2))  # (D0, D)
+        return ProjectedGrad(dmu, dv, de, dU)
 
     # -- Full input: full output -------------------------------------------------------------
     def _forward_full(self, x):
@@ -192,28 +274,28 @@ class Linear(Layer):
         mu = x.mean
         m = self._mean(mu)
         M3 = self.params["M"].reshape(N, L, self.d_out)  # block k reads channel k  (N, L, K)
-        rows = np.ascontiguousarray(x.rows)
-        At, tau = kernels.factored_project(x.patches, rows, x.scale, M3)  # (B,N,K,d), (B,N)
+        # At_k = A_k^T (B, N, K, d), tau_k = ||F_k||^2 (B, N), S = sum_k s_k A_k^T A_k (B, K, K)
+        At, tau, S = kernels.factored_project(x.patches, x.rows, x.scale, M3, x.s)
         t = tau @ x.s + np.einsum("bd,bd->b", mu, mu)  # (B,)
-        S = np.einsum("bnkd,bnld->bkl", At * x.s[None, :, None, None], At, optimize=True)
         add_diagonal(S, t[:, None] * self.s)
-        return Full(m, S), (x, rows, At, tau, t)
+        return Full(m, S), (x, At, tau, t)
 
     def _backward_factored(self, dy, saved):
-        x, rows, At, tau, t = saved
-        B, N, L = rows.shape
+        x, At, tau, t = saved
+        B, N, L = x.rows.shape
         M, g, G = self.params["M"], dy.mean, dy.cov
         c = self._cov_grads_tail(G, t)
-        GAt = G[:, None] @ At  # G A_k^T = (A_k G)^T  (B, N, K, d)
-        ds_in = np.einsum("bnkd,bnkd->bn", GAt, At) + c[:, None] * tau  # (B, N)
+        # dM_k = 2 s_k F_k A_k G (N, L, K) and ds_k = <G, A_k^T A_k> + c tau_k (B, N)
+        dM3, ds_in = kernels.factored_project_backward(x.patches, x.rows, x.scale, At, G, x.s,
+                                                       c, tau)
         self._mean_grads(x.mean, g)
-        dM3 = kernels.factored_project_backward(x.patches, rows, x.scale, GAt, x.s)  # (N, L, K)
         self.grads["M"] += dM3.reshape(N * L, self.d_out)
         dmu = g @ M.T + 2.0 * c[:, None] * x.mean
         dpatches = None
         if x.track_patches:
+            GAt = G[:, None] @ At  # G A_k^T = (A_k G)^T  (B, N, K, d)
             M3 = M.reshape(N, L, self.d_out)
-            dpatches = kernels.factored_patch_grad(x.patches, rows, x.scale, M3, GAt, x.s, c)
+            dpatches = kernels.factored_patch_grad(x.patches, x.rows, x.scale, M3, GAt, x.s, c)
         return FactoredGrad(dmu, ds_in, dpatches)
 
 

@@ -41,23 +41,24 @@ class MaxPool2d(Layer):
     def spec(self):
         return {"type": "MaxPool2d"}
 
-    def _argmax(self, mean):
+    def _pool(self, mean):
+        """(argmax idx, pooled mean), found together in one pass."""
         if mean.ndim != 4:
             raise ShapeError(f"MaxPool2d: expected maps of shape (B, C, H, W), "
                              f"found {tuple(mean.shape)}")
-        return kernels.maxpool_argmax(mean)
+        return kernels.maxpool(mean)
 
     def _forward_point(self, x):
-        idx = self._argmax(x.mean)
-        return Point(kernels.gather(x.mean, idx)), (idx, x.mean.shape)
+        idx, mean = self._pool(x.mean)
+        return Point(mean), (idx, x.mean.shape)
 
     def _backward_point(self, dy, saved):
         idx, shape = saved
         return Point(kernels.scatter(dy.mean, idx, shape))
 
     def _forward_diagonal(self, x):
-        idx = self._argmax(x.mean)
-        y = Diagonal(kernels.gather(x.mean, idx), kernels.gather(x.var, idx))
+        idx, mean = self._pool(x.mean)
+        y = Diagonal(mean, kernels.gather(x.var, idx))
         return y, (idx, x.mean.shape)
 
     def _backward_diagonal(self, dy, saved):
@@ -65,10 +66,9 @@ class MaxPool2d(Layer):
         return Diagonal(kernels.scatter(dy.mean, idx, shape), kernels.scatter(dy.var, idx, shape))
 
     def _forward_factored(self, x):
-        idx = self._argmax(x.mean)
-        g = kernels.gather
-        y = Factored(g(x.mean, idx), x.patches, g(x.rows, idx), g(x.scale, idx), x.s,
-                     x.track_patches)
+        idx, mean = self._pool(x.mean)
+        g = kernels.gather  # reads rows and scale in place, also broadcast views
+        y = Factored(mean, x.patches, g(x.rows, idx), g(x.scale, idx), x.s, x.track_patches)
         return y, (idx, x.mean.shape)
 
     def _backward_factored(self, dy, saved):

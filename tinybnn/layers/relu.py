@@ -13,23 +13,32 @@ structure         covariance rule                                  backward
 Point             none                                             g d
 Diagonal          var d          (d^2 = d)                          (g d, dvar d)
 Full              S (.) d d^T                                      (g d, G (.) d d^T)
+Projected         scale <- scale d: rows and columns of S masked    (g d, dv, de, dU) passed
+                  through the factors' constant scale (exact)       through, or as Full
 Factored          scale <- scale d: rows of F_k masked, exact       (g d, ds, dpatches)
                   for the representation (S_k = s_k F_k F_k^T)     (factor grads unchanged)
 ================  ===============================================  =====================
 
-Why the Factored backward passes ``ds`` and ``dpatches`` through unchanged: the masked
-structure is the same function of ``s`` and ``patches`` with a different constant ``scale``, so
-the gradient with respect to ``s`` and ``patches`` is the same on both sides of the layer.
+Why the Factored and Projected backward passes the factors' gradients through unchanged
+(``ds``, ``dpatches``; ``dv``, ``de``, ``dU``): the masked structure is the same function of its
+factors with a different constant ``scale``, so the gradient with respect to them is the same on
+both sides of the layer. (A Projected whose gradient comes back as a Full, because the next layer
+read its dense ``cov``, takes the Full rule.)
+
+What is stored for the backward pass is the output mean ``relu(mu)``, not the mask: ``d`` is
+recovered as ``1[relu(mu) > 0]`` (the same test, since relu(mu) > 0 exactly when mu > 0). On the
+large maps of a first convolution (Point and Factored) the forward pass and the backward mask are
+single passes over memory (:func:`tinybnn.kernels.relu_scale`, :func:`tinybnn.kernels.relu_backward`).
 
 The first-order rule is an approximation for the variance (see VDP-MATH "How good is first
 order?"): a unit whose mean is negative gets exactly zero variance. ``tinybnn`` measures it in
 ``tests/test_moments.py``.
 """
 
-import numpy as np
-
+from .. import kernels
 from ..functions import relu, relu_grad
-from ..gaussian import Diagonal, Factored, FactoredGrad, FlatFactored, Full, Point
+from ..gaussian import (Diagonal, Factored, FactoredGrad, FlatFactored, Full, Point,
+                        Projected, ProjectedGrad)
 from .base import Layer
 
 
@@ -42,6 +51,7 @@ class ReLU(Layer):
             Point: (self._forward_point, self._backward_point),
             Diagonal: (self._forward_diagonal, self._backward_diagonal),
             Full: (self._forward_full, self._backward_full),
+            Projected: (self._forward_projected, self._backward_projected),
             Factored: (self._forward_factored, self._backward_factored),
             FlatFactored: (self._forward_factored, self._backward_factored),
         }
@@ -50,11 +60,11 @@ class ReLU(Layer):
         return {"type": "ReLU"}
 
     def _forward_point(self, x):
-        d = relu_grad(x.mean)
-        return Point(relu(x.mean)), d
+        y = relu(x.mean)
+        return Point(y), y
 
-    def _backward_point(self, dy, d):
-        return Point(dy.mean * d)
+    def _backward_point(self, dy, y):
+        return Point(kernels.relu_backward(dy.mean, y))  # g d, d = 1[y > 0]
 
     def _forward_diagonal(self, x):
         d = relu_grad(x.mean)
@@ -70,11 +80,23 @@ class ReLU(Layer):
     def _backward_full(self, dy, d):
         return Full(dy.mean * d, dy.cov * d[:, :, None] * d[:, None, :])
 
-    def _forward_factored(self, x):
+    def _forward_projected(self, x):
+        y = relu(x.mean)  # (B, K)
         d = relu_grad(x.mean)
-        y = type(x)(relu(x.mean), x.patches, x.rows, x.scale * d.reshape(x.scale.shape), x.s,
-                    x.track_patches)
-        return y, d
+        return Projected(y, x.U, x.var, x.extra, x.scale * d), y
 
-    def _backward_factored(self, dy, d):
-        return FactoredGrad(dy.mean * d, dy.s, dy.patches)
+    def _backward_projected(self, dy, y):
+        d = relu_grad(y)  # 1[relu(mu) > 0] = 1[mu > 0]
+        if type(dy) is ProjectedGrad:
+            return ProjectedGrad(dy.mean * d, dy.var, dy.extra, dy.U)
+        return Full(dy.mean * d, dy.cov * d[:, :, None] * d[:, None, :])  # a layer read cov
+
+    def _forward_factored(self, x):
+        B, N = x.rows.shape[:2]
+        mean, scale = kernels.relu_scale(x.mean.reshape(B, N, -1), x.scale.reshape(B, N, -1))
+        mean = mean.reshape(x.mean.shape)  # relu(mu)
+        y = type(x)(mean, x.patches, x.rows, scale.reshape(x.scale.shape), x.s, x.track_patches)
+        return y, mean
+
+    def _backward_factored(self, dy, y):
+        return FactoredGrad(kernels.relu_backward(dy.mean, y), dy.s, dy.patches)
