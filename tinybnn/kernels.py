@@ -361,9 +361,11 @@ def factored_project(patches, rows, scale, M3, s):
 def _factored_project(patches, rows, scale, M3, s, At, tau, S):
     """Fill At, tau, S (zeros on entry); parallel over the batch.
 
-    For each (b, n): list the factor rows the ReLU kept (scale != 0), accumulate one outer
-    product M3[n, l] x F_bn[l] per kept row into At_bn, then add s_n At_bn At_bn^T to S_b while
-    At_bn is still in cache. The squared norms of the patch rows are computed once per example.
+    For each (b, n): list the factor rows the ReLU kept (scale != 0), accumulate the outer
+    products M3[n, l] x F_bn[l] of the kept rows into A = At_bn, two rows per pass over A (each
+    load and store of A then serves two rows; an odd last row is paired with itself at weight
+    0), then add s_n A A^T to S_b while A is still in cache. The squared norms of the patch rows
+    are computed once per example.
     """
     B, P, d = patches.shape
     N, L, K = M3.shape
@@ -376,20 +378,24 @@ def _factored_project(patches, rows, scale, M3, s, At, tau, S):
                 acc += patches[b, p, i] * patches[b, p, i]
             norm2[p] = acc
         kept = np.empty(L, dtype=np.int64)
+        A = np.empty((K, d), dtype=patches.dtype)  # At_bn, accumulated here
         for n in range(N):
             n_kept = _kept_rows(scale[b, n], kept)
-            A = At[b, n]  # (K, d)
+            A[:] = zero
             t = zero
-            for j in range(n_kept):
-                l = kept[j]
-                sc, row = scale[b, n, l], rows[b, n, l]
-                t += sc * sc * norm2[row]
-                x = patches[b, row]  # (d,)
+            for j in range(0, n_kept, 2):
+                l0 = kept[j]
+                l1 = kept[j + 1] if j + 1 < n_kept else l0
+                s0 = scale[b, n, l0]
+                s1 = scale[b, n, l1] if j + 1 < n_kept else zero
+                x0, x1 = patches[b, rows[b, n, l0]], patches[b, rows[b, n, l1]]  # (d,)
+                t += s0 * s0 * norm2[rows[b, n, l0]] + s1 * s1 * norm2[rows[b, n, l1]]
                 for k in range(K):
-                    w = sc * M3[n, l, k]
+                    w0, w1 = s0 * M3[n, l0, k], s1 * M3[n, l1, k]
                     for i in range(d):
-                        A[k, i] += w * x[i]
+                        A[k, i] += w0 * x0[i] + w1 * x1[i]
             tau[b, n] = t
+            At[b, n] = A
             for k in range(K):
                 for j in range(k + 1):
                     acc = zero
@@ -440,20 +446,26 @@ def factored_project_backward(patches, rows, scale, At, G, s, c, tau):
 @_pjit
 def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, chunks):
     """The batch is cut into ``chunks`` contiguous pieces, one per thread; each thread sums its
-    examples' contributions to dM3 into its own (N, L, K) partial; the partials are added last."""
+    examples' contributions to dM3 into its own (N, L, K) partial; the partials are added last.
+
+    For each (b, n): GA = G_b At_bn (K, d) and ds_bn; then for the kept rows l,
+    dM3[n, l, k] += scale dot(F_bn[l], GA[k]), two rows and two k at a time (four dot products
+    share their loads; an odd last row is paired with itself at weight 0, an odd last k with a
+    zero row GA[K]).
+    """
     B, P, d = patches.shape
     _, N, K, _ = At.shape
     L = rows.shape[2]
-    partial = np.zeros((chunks, N, L, K), dtype=patches.dtype)
+    partial = np.zeros((chunks, N, L, K + 1), dtype=patches.dtype)
     ds = np.empty((B, N), dtype=patches.dtype)
     zero = patches.dtype.type(0)
     for t in numba.prange(chunks):
-        GA = np.empty((K, d), dtype=patches.dtype)  # G_b At_bn
+        GA = np.zeros((K + 1, d), dtype=patches.dtype)  # G_b At_bn; row K stays 0
         kept = np.empty(L, dtype=np.int64)
         out = partial[t]
         for b in range(t * B // chunks, (t + 1) * B // chunks):
             for n in range(N):
-                GA[:] = zero
+                GA[:K] = zero
                 for k in range(K):
                     for j in range(K):
                         g = G[b, k, j]
@@ -465,18 +477,27 @@ def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, chunks):
                         acc += GA[k, i] * At[b, n, k, i]
                 ds[b, n] = acc
                 n_kept = _kept_rows(scale[b, n], kept)
-                for j in range(n_kept):
-                    l = kept[j]
-                    sc = scale[b, n, l]
-                    x = patches[b, rows[b, n, l]]  # (d,)
-                    for k in range(K):
-                        a = zero
+                for j in range(0, n_kept, 2):
+                    l0 = kept[j]
+                    l1 = kept[j + 1] if j + 1 < n_kept else l0
+                    s0 = scale[b, n, l0]
+                    s1 = scale[b, n, l1] if j + 1 < n_kept else zero
+                    x0, x1 = patches[b, rows[b, n, l0]], patches[b, rows[b, n, l1]]  # (d,)
+                    for k in range(0, K, 2):
+                        a00, a01, a10, a11 = zero, zero, zero, zero
                         for i in range(d):
-                            a += x[i] * GA[k, i]
-                        out[n, l, k] += sc * a
+                            g0, g1 = GA[k, i], GA[k + 1, i]
+                            a00 += x0[i] * g0
+                            a01 += x0[i] * g1
+                            a10 += x1[i] * g0
+                            a11 += x1[i] * g1
+                        out[n, l0, k] += s0 * a00
+                        out[n, l0, k + 1] += s0 * a01
+                        out[n, l1, k] += s1 * a10
+                        out[n, l1, k + 1] += s1 * a11
     dM3 = np.zeros((N, L, K), dtype=patches.dtype)
     for t in range(chunks):
-        dM3 += partial[t]
+        dM3 += partial[t, :, :, :K]  # column K took the odd k's zero products
     for n in range(N):
         dM3[n] *= 2 * s[n]
     return dM3, ds
