@@ -52,3 +52,15 @@ def test_optimiser_minimises_a_quadratic():
 def test_mismatched_gradients():
     with pytest.raises(ConfigError, match="gradients must match"):
         Adam().step({"a": np.zeros(1)}, {"b": np.zeros(1)})
+
+
+def test_rate_scale_by_name_suffix():
+    p = {"conv.M": np.array([1.0]), "conv.rho": np.array([1.0])}
+    g = {"conv.M": np.array([1.0]), "conv.rho": np.array([1.0])}
+    SGD(lr=0.1, momentum=0.0, rate_scale={"rho": 10}).step(p, g)
+    np.testing.assert_allclose([p["conv.M"][0], p["conv.rho"][0]], [0.9, 0.0])
+    p = {"conv.M": np.array([1.0]), "conv.rho": np.array([1.0])}
+    Adam(lr=0.1, rate_scale={"rho": 10}).step(p, g)  # Adam's first step moves by lr * scale
+    np.testing.assert_allclose([p["conv.M"][0], p["conv.rho"][0]], [0.9, 0.0], atol=1e-6)
+    with pytest.raises(ConfigError, match="rate_scale"):
+        Adam(rate_scale={"rho": -1})

@@ -187,20 +187,23 @@ class Objective:
     n_train     : training-set size N_train (only the elbo uses it)
     prior_var   : prior variance sp of the elbo
     jitter      : eps added to the output covariance in the NLL
+    reg_scale   : multiplies the regulariser (1 = the preset's formula); an experiment knob
     """
 
     regulariser: str = "elbo"
     n_train: int = 60000
     prior_var: float = 1.0
     jitter: float = JITTER
+    reg_scale: float = 1.0
 
     def __post_init__(self):
         if self.regulariser not in ("elbo", "authors2019", "authors_later"):
             raise ConfigError(f"regulariser must be one of elbo, authors2019, authors_later; "
                               f"found {self.regulariser!r}")
-        if self.jitter < 0 or self.n_train < 1 or self.prior_var <= 0:
-            raise ConfigError(f"need jitter >= 0, n_train >= 1, prior_var > 0; found "
-                              f"{self.jitter}, {self.n_train}, {self.prior_var}")
+        if self.jitter < 0 or self.n_train < 1 or self.prior_var <= 0 or self.reg_scale < 0:
+            raise ConfigError(f"need jitter >= 0, n_train >= 1, prior_var > 0, reg_scale >= 0; "
+                              f"found {self.jitter}, {self.n_train}, {self.prior_var}, "
+                              f"{self.reg_scale}")
 
     @property
     def nll_scale(self):
@@ -209,7 +212,12 @@ class Objective:
     def regularise(self, layers):
         """(value, grads by id(layer)) of the regulariser over the Bayesian ``layers``."""
         if self.regulariser == "elbo":
-            return kl_elbo(layers, n_train=self.n_train, prior_var=self.prior_var)
-        if self.regulariser == "authors2019":
-            return reg_authors2019(layers)
-        return reg_authors_later(layers)
+            value, grads = kl_elbo(layers, n_train=self.n_train, prior_var=self.prior_var)
+        elif self.regulariser == "authors2019":
+            value, grads = reg_authors2019(layers)
+        else:
+            value, grads = reg_authors_later(layers)
+        if self.reg_scale != 1.0:
+            value *= self.reg_scale
+            grads = {i: {k: g * self.reg_scale for k, g in gs.items()} for i, gs in grads.items()}
+        return value, grads

@@ -3,6 +3,10 @@
 ``step(params, grads)`` updates every array of ``params`` in place (so a network's layers see the
 change) from the gradient of the same name. A learning rate is a number or a schedule: an
 object called with the step count (0, 1, ...) that returns the rate for that step.
+``rate_scale`` multiplies the rate of the parameters whose name ends with a given suffix, e.g.
+``{"rho": 10}`` lets the variance parameters move ten times faster than the means (Adam moves
+each parameter by about ``lr`` per step whatever its gradient, so ``rho`` needs many steps to
+travel from its initial value).
 
 Adam (Kingma & Ba 2015), step t = 1, 2, ...::
 
@@ -67,14 +71,28 @@ def _check(params, grads):
         raise ConfigError(f"gradients must match parameters: {sorted(params)} vs {sorted(grads)}")
 
 
+def _rate_scales(rate_scale):
+    scales = dict(rate_scale or {})
+    for suffix, factor in scales.items():
+        _positive(f"rate_scale[{suffix!r}]", factor)
+    return scales
+
+
+def _scale_for(name, scales):
+    """The factor of the longest suffix of ``name`` in ``scales`` (1 if none)."""
+    hits = [s for s in scales if name.endswith(s)]
+    return scales[max(hits, key=len)] if hits else 1.0
+
+
 class Adam:
     """Adam with bias correction; state per parameter name."""
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, rate_scale=None):
         for name, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0 <= b < 1:
                 raise ConfigError(f"{name} must be in [0, 1), found {b}")
         self.lr, self.beta1, self.beta2, self.eps = _schedule(lr), beta1, beta2, _positive("eps", eps)
+        self.scales = _rate_scales(rate_scale)
         self.t, self.m, self.v = 0, {}, {}
 
     def step(self, params, grads):
@@ -90,17 +108,18 @@ class Adam:
             m += (1 - self.beta1) * g
             v *= self.beta2
             v += (1 - self.beta2) * g * g
-            p -= (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+            p -= (lr * _scale_for(k, self.scales) / c1) * m / (np.sqrt(v / c2) + self.eps)
         return lr
 
 
 class SGD:
     """Stochastic gradient descent with (heavy-ball) momentum."""
 
-    def __init__(self, lr=1e-2, momentum=0.9):
+    def __init__(self, lr=1e-2, momentum=0.9, rate_scale=None):
         if not 0 <= momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), found {momentum}")
         self.lr, self.momentum, self.t, self.u = _schedule(lr), momentum, 0, {}
+        self.scales = _rate_scales(rate_scale)
 
     def step(self, params, grads):
         _check(params, grads)
@@ -110,5 +129,5 @@ class SGD:
             u = self.u.setdefault(k, np.zeros_like(p))
             u *= self.momentum
             u += grads[k]
-            p -= lr * u
+            p -= lr * _scale_for(k, self.scales) * u
         return lr

@@ -32,13 +32,14 @@ from .model import loss_and_grads
 from .optim import SGD, Adam, Constant, ExponentialDecay
 
 
-def make_optimizer(name, lr, final_lr, total_steps, momentum=0.9):
-    """Adam or SGD with a constant rate (``final_lr`` None) or exponential decay to final_lr."""
+def make_optimizer(name, lr, final_lr, total_steps, momentum=0.9, rate_scale=None):
+    """Adam or SGD with a constant rate (``final_lr`` None) or exponential decay to final_lr;
+    ``rate_scale`` as in :mod:`tinybnn.optim` (e.g. {"rho": 10})."""
     schedule = Constant(lr) if final_lr is None else ExponentialDecay(lr, final_lr, total_steps)
     if name == "adam":
-        return Adam(schedule)
+        return Adam(schedule, rate_scale=rate_scale)
     if name == "sgd":
-        return SGD(schedule, momentum=momentum)
+        return SGD(schedule, momentum=momentum, rate_scale=rate_scale)
     raise ConfigError(f"optimizer must be 'adam' or 'sgd', found {name!r}")
 
 
@@ -52,12 +53,13 @@ def _progress(total, desc, enabled):
 
 
 def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=100, lr=1e-3,
-        final_lr=None, optimizer="adam", seed=0, progress=True, checkpoint=None,
-        checkpoint_meta=None, on_epoch=None):
+        final_lr=None, optimizer="adam", rate_scale=None, seed=0, progress=True,
+        checkpoint=None, checkpoint_meta=None, on_epoch=None):
     """Train ``model`` in place on ``train`` (``.x``, ``.y``); returns the history (a list).
 
     objective       : the loss (regulariser, N_train, prior, jitter); see tinybnn.losses
     epochs, batch_size, lr, final_lr, optimizer : the schedule (final_lr None = constant)
+    rate_scale      : per-parameter rate factors by name suffix, e.g. {"rho": 10}
     checkpoint      : a path; the model is saved there after every epoch
     checkpoint_meta : a dict stored in the checkpoint's metadata (with the history so far)
     on_epoch        : called with each epoch's dict after it is recorded
@@ -69,7 +71,8 @@ def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=
         raise ConfigError(f"batch_size must be an integer between 1 and the {n} training "
                           f"examples, found {batch_size!r}")
     steps_per_epoch = math.ceil(n / batch_size)
-    opt = make_optimizer(optimizer, lr, final_lr, epochs * steps_per_epoch)
+    opt = make_optimizer(optimizer, lr, final_lr, epochs * steps_per_epoch,
+                         rate_scale=rate_scale)
     rng = np.random.default_rng(seed)
     history, step = [], 0
     for epoch in range(1, epochs + 1):
