@@ -377,15 +377,20 @@ def mc_convergence(agreement, title="Monte Carlo predictive against propagated m
     ax_r, ax_c = fig.subplots(1, 2)
     for name in ("confidence", "entropy", "predicted_variance", "trace"):
         key = f"{name}_median_ratio"
-        if rows and rows[0].get(key) is not None:
-            ax_r.plot(S, [r[key] for r in rows], "o-", label=name.replace("_", " "))
+        if rows and rows[0].get(key) is not None:  # (one sample has zero variance: not drawn)
+            ax_r.plot(S, [r[key] if r[key] and r[key] > 0 else float("nan") for r in rows], "o-",
+                      label=name.replace("_", " "))
     ax_r.axhline(1.0, color="grey", ls=":")
     ax_r.set(xscale="log", yscale="log", xlabel="weight samples S",
              ylabel="median of MC / propagated", title="Summaries")
     ax_c.plot(S, [100 * r["class_agreement"] for r in rows], "o-", color=BAYES)
     ax_c.set(xscale="log", xlabel="weight samples S", ylabel="same predicted class (%)",
              title="Predicted class")
+    from matplotlib.ticker import NullLocator
+
     for ax in (ax_r, ax_c):
+        ax.set_xticks(S, [str(v) for v in S])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(alpha=0.3, which="both")
     ax_r.legend(fontsize=8)
     fig.suptitle(title)
