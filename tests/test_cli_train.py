@@ -30,7 +30,7 @@ def test_train_writes_model_metrics_and_plot(tmp_path, capsys):
                 "preset", "dataset"):
         assert key in metrics, key
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["n_kernels"] == 3
-    assert metrics["dataset"] == "digits" and metrics["preset"] == "elbo"
+    assert metrics["dataset"] == "digits" and metrics["preset"] == "tinybnn"
     model, meta = io.load(tmp_path / "a" / "model.npz")
     assert meta["complete"] and meta["metrics"]["test_accuracy"] == metrics["test_accuracy"]
     assert model.n_parameters()["total"] == metrics["n_parameters"]
@@ -94,3 +94,14 @@ def test_evaluate_bad_file_and_unknown_option_exit_cleanly(tmp_path):
                               text=True, timeout=120)
         assert proc.returncode == 2
         assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_rho_init_and_rate_options(tmp_path, capsys):
+    code, _, err = run(["train", *QUICK, "--rho-init=-6,-5", "--rho-rate", "10",
+                        "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["options"]["rho_init"] == "-6,-5" and metrics["options"]["rho_rate"] == 10
+    code, _, err = run(["train", *QUICK, "--rho-init=-5,-6", "--out", str(tmp_path / "x")],
+                       capsys)
+    assert code == 2 and "rho init must be 'low,high' with low <= high" in err

@@ -51,8 +51,8 @@ class TrainOptions:
     validation: float = field(default=1 / 12, metadata=option(
         "fraction of the training images held out for validation (default 1/12: 5,000 of "
         "MNIST's 60,000, as the authors)"))
-    preset: str = field(default="elbo", metadata=option(
-        "training preset: elbo, authors2019 or authors_later (see tinybnn/presets.py)"))
+    preset: str = field(default="tinybnn", metadata=option(
+        "training preset: tinybnn, authors2019, authors_later or elbo (tinybnn/presets.py)"))
     epochs: int | None = field(default=None, metadata=option("epochs (default: the preset's)"))
     batch_size: int | None = field(default=None, metadata=option(
         "minibatch size (default: the preset's)"))
@@ -60,6 +60,11 @@ class TrainOptions:
         "initial Adam learning rate (default: the preset's)"))
     final_lr: float | None = field(default=None, metadata=option(
         "learning rate reached at the end by exponential decay (default: the preset's)"))
+    rho_init: str | None = field(default=None, metadata=option(
+        "initial rho drawn from U[low, high]: write --rho-init=low,high, e.g. "
+        "--rho-init=-12,-2.2 (default: the preset's)"))
+    rho_rate: float = field(default=1.0, metadata=option(
+        "the variance parameters' learning rate as a multiple of the means' (1: the same)"))
     seed: int = field(default=0, metadata=option("seed of every random choice"))
     dtype: str = field(default="float64", metadata=option(
         "float64 or float32 (float32 is faster; gradient checks stay in float64)",
@@ -75,6 +80,7 @@ class TrainOptions:
         o.batch_size = p.batch_size if o.batch_size is None else o.batch_size
         o.lr = p.lr if o.lr is None else o.lr
         o.final_lr = p.final_lr if o.final_lr is None else o.final_lr
+        o.rho_init = ",".join(f"{v:g}" for v in presets.rho_range(o.rho_init, o.preset))
         _check(o)
         return o
 
@@ -94,6 +100,7 @@ def _check(o):
          "the final learning rate must be a positive number", o.final_lr)
     need(0 <= o.validation < 1, "validation must be a fraction in [0, 1)", o.validation)
     need(o.dtype in ("float64", "float32"), "dtype must be float64 or float32", o.dtype)
+    need(o.rho_rate > 0, "rho rate must be a positive number", o.rho_rate)
     hidden_sizes(o.hidden)
 
 
@@ -125,11 +132,13 @@ def prepare_output(folder):
 def build_model(o, input_shape, n_classes):
     """The network the options describe, initialised from ``o.seed``."""
     dtype = np.dtype(o.dtype).type
+    rho = presets.rho_range(o.rho_init, o.preset)
     if o.model == "cnn":
         return paper_cnn(o.kernels, bayesian=not o.vanilla, input_shape=input_shape,
-                         n_classes=n_classes, seed=o.seed, dtype=dtype)
+                         n_classes=n_classes, seed=o.seed, dtype=dtype, rho_range=rho)
     sizes = (int(np.prod(input_shape)),) + hidden_sizes(o.hidden) + (n_classes,)
-    return mlp(sizes, bayesian=not o.vanilla, input_shape=input_shape, seed=o.seed, dtype=dtype)
+    return mlp(sizes, bayesian=not o.vanilla, input_shape=input_shape, seed=o.seed, dtype=dtype,
+               rho_range=rho)
 
 
 def n_kernels(model):
@@ -172,7 +181,8 @@ def train_run(options):
     start = time.perf_counter()
     history = fit(model, ds.train, val=ds.val, objective=objective, epochs=o.epochs,
                   batch_size=o.batch_size, lr=o.lr, final_lr=o.final_lr, seed=o.seed,
-                  progress=o.progress, checkpoint=out / "model.npz", checkpoint_meta=meta)
+                  rate_scale={"rho": o.rho_rate}, progress=o.progress,
+                  checkpoint=out / "model.npz", checkpoint_meta=meta)
     meta["seconds"] = time.perf_counter() - start
     metrics = run_metrics(model, meta, evaluate(model, ds.test, jitter=objective.jitter))
     io.save(out / "model.npz", model, dict(meta, history=history, metrics=metrics, complete=True))
