@@ -30,9 +30,10 @@ recovered as ``1[relu(mu) > 0]`` (the same test, since relu(mu) > 0 exactly when
 large maps of a first convolution (Point and Factored) the forward pass and the backward mask are
 single passes over memory (:func:`tinybnn.kernels.relu_scale`, :func:`tinybnn.kernels.relu_backward`).
 
-The first-order rule is an approximation for the variance (see VDP-MATH "How good is first
-order?"): a unit whose mean is negative gets exactly zero variance. ``tinybnn`` measures it in
-``tests/test_moments.py``.
+The first-order rule is an approximation for the variance: a unit whose mean is negative gets
+exactly zero variance. Its error against Monte Carlo is measured in
+``tests/test_core_moments.py`` (``pytest -s`` prints the table) and shown in tutorial 02;
+:mod:`tinybnn.layers.relu_exact` is the closed-form alternative.
 """
 
 from .. import kernels

@@ -4,7 +4,7 @@ With ``p = softmax(mu)`` and its Jacobian ``J = diag(p) - p p^T`` (symmetric), o
 
     mean  p                         covariance  J S J
 
-Backward (VDP-MATH; ``g, G`` the upstream gradients, ``S`` the input covariance)::
+Backward (``g, G`` the upstream gradients, ``S`` the input covariance)::
 
     G_in = J G J
     H    = 2 G J S
@@ -13,7 +13,7 @@ Backward (VDP-MATH; ``g, G`` the upstream gradients, ``S`` the input covariance)
 
 (``H`` is not dl/dJ, which is ``G J S + S J G``; ``g_p`` is right because it only uses
 ``diag(H)`` and ``(H + H^T) p``.) The first-order variance collapses as the softmax saturates
-(``J -> 0``); see VDP-MATH "How good is first order?".
+(``J -> 0``); ``tests/test_core_moments.py`` and tutorial 02 measure it against Monte Carlo.
 
 ================  ===============================  =========================================
 input             output                           note
