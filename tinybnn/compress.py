@@ -89,11 +89,17 @@ def inference_ms(model, x, repeats=5):
     return 1000 * float(np.median(times)) * 100 / len(x)
 
 
+NEAR_ZERO = 1e-3  # the paper's sense of "near zero": ||M_k||_F below this (PAPER.md)
+
+
 def measure(model, target, test, *, timing_x=None):
     """The figures recorded at every stage, as a dict."""
     m = evaluate(model, test)
+    norms = np.linalg.norm(unit_means(model[target.layer]), axis=1)
     out = {
         "kernels": target.count(model),
+        "near_zero_kernels": int((norms < NEAR_ZERO).sum()),
+        "smallest_kernel_norm": float(norms.min()),
         "n_parameters": model.n_parameters(),
         "model_bytes": io.file_size(model),
         "flops_per_example": forward_flops(model)["total"],

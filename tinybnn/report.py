@@ -51,9 +51,14 @@ def markdown(report):
                 f"{ch['max_mean_change']:.3g} and the covariance by {ch['relative_cov_change']:.3g} "
                 f"(relative Frobenius norm) on {ch['n_examples']} validation images.")
     s0 = report["stages"][0]
+    lines += ["", f"**Near-zero kernels** (the paper's sense, ||M_k||_F < 1e-3) after training: "
+                  f"{s0['near_zero_kernels']} of {s0['kernels']} (smallest norm "
+                  f"{s0['smallest_kernel_norm']:.3g})."]
     if "vanilla" in s0:
-        lines += ["", f"The vanilla CNN trained with the same data, seed and budget reached "
-                      f"{_pct(s0['vanilla']['test_accuracy'])}."]
+        v = s0["vanilla"]
+        lines += [f"The vanilla network trained with the same data, seed and budget reached "
+                  f"{_pct(v['test_accuracy'])}, with {v['near_zero_kernels']} near-zero kernels "
+                  f"(smallest norm {v['smallest_kernel_norm']:.3g})."]
     lines += ["", "## After the run", "",
               "![stages](stages.png)", "",
               "Test accuracy (left axis) and parameter count (right axis) at each accepted stage.",
