@@ -197,7 +197,8 @@ def loss_input_gradient(model, x, y, objective=Objective()):
     independent, so ``dl_i/dx_i`` is ``B`` times the gradient of the batch mean.
 
     x : (B, *input_shape) in the model's dtype;  y : (B,) int labels (the true ones, or the
-    targets of a targeted attack). Returns (loss (B,), grad (B, *input_shape)).
+    targets of a targeted attack). Returns (loss (B,), grad (B, *input_shape)). As any
+    backward pass, it overwrites the layers' parameter gradients (``model.grads``).
     """
     if model.task != "classification":
         raise ConfigError("loss_input_gradient needs a classifier")
