@@ -10,7 +10,8 @@ moments are the truth there; Monte Carlo over the kernel weights confirms it, an
 error is measured against both.
 
 Part B (``--mlp-epochs`` > 0): two Bayesian MLPs 784-H-H-10 trained on MNIST with the same
-seed and schedule, one with the first-order ReLU and one with ReLUExact; their test accuracy,
+seed and schedule (``--regulariser``, ``--batch-size``, ``--lr`` -> ``--final-lr``,
+``--rho-init``), one with the first-order ReLU and one with ReLUExact; their test accuracy,
 training time and near-zero hidden units (``||M[:, j]|| < threshold``). Then, on each trained
 MLP, the moments after each ReLU and at the softmax output, propagated with either rule (the
 same weights), against Monte Carlo over every weight: ReLU 1 sees a Diagonal (exactly
@@ -157,15 +158,17 @@ def part_mlp(o, rng):
     ds = data.load("mnist", validation=0.0, seed=o.seed)
     tr, te = ds.train, ds.test
     sizes = (784, o.hidden, o.hidden, 10)
+    rho = tuple(float(v) for v in o.rho_init.split(","))
     result, trained = {"sizes": sizes, "preset_regulariser": o.regulariser,
-                       "epochs": o.mlp_epochs, "batch_size": 100, "lr": [1e-3, 1e-4],
+                       "epochs": o.mlp_epochs, "batch_size": o.batch_size,
+                       "lr": [o.lr, o.final_lr], "rho_init": rho,
                        "seed": o.seed, "near_zero_threshold": o.threshold}, {}
     for rule in ("first_order", "exact"):
-        model = mlp(sizes, input_shape=(1, 28, 28), seed=o.seed, relu=rule)
+        model = mlp(sizes, input_shape=(1, 28, 28), seed=o.seed, relu=rule, rho_range=rho)
         t0 = time.perf_counter()
         fit(model, tr, objective=Objective(o.regulariser, n_train=len(tr.y)),
-            epochs=o.mlp_epochs, batch_size=100, lr=1e-3, final_lr=1e-4, seed=o.seed,
-            progress=False)
+            epochs=o.mlp_epochs, batch_size=o.batch_size, lr=o.lr, final_lr=o.final_lr,
+            seed=o.seed, progress=False)
         seconds = time.perf_counter() - t0
         mean = np.concatenate([model.forward(te.x[i:i + 500]).mean
                                for i in range(0, len(te.y), 500)])
@@ -224,7 +227,11 @@ def main(argv=None):
     p.add_argument("--cnn-images", type=int, default=100)
     p.add_argument("--mlp-epochs", type=int, default=5, help="0 skips part B")
     p.add_argument("--hidden", type=int, default=100)
-    p.add_argument("--regulariser", default="elbo")
+    p.add_argument("--regulariser", default="elbo", help="elbo, authors2019 or authors_later")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--final-lr", type=float, default=1e-4)
+    p.add_argument("--rho-init", default="-12,-2.2", help="rho ~ U[low, high], 'low,high'")
     p.add_argument("--mlp-images", type=int, default=200)
     p.add_argument("--samples", type=int, default=2000, help="Monte Carlo weight samples")
     p.add_argument("--threshold", type=float, default=1e-3)
