@@ -39,13 +39,14 @@ class Target:
     hidden layer; the other hidden sizes stay fixed).
 
     kind : "cnn" or "mlp";  input_shape, n_classes : of the data;  rest : the MLP's other
-    hidden sizes after the pruned one.
+    hidden sizes after the pruned one;  rho_range : the initial rho of a new network.
     """
 
     kind: str
     input_shape: tuple
     n_classes: int
     rest: tuple = ()
+    rho_range: tuple = (-10.0, -9.0)
 
     @property
     def layer(self):
@@ -55,9 +56,11 @@ class Target:
         """A freshly initialised network with ``n`` kernels (units) in the pruned layer."""
         if self.kind == "cnn":
             return paper_cnn(n, bayesian=bayesian, input_shape=self.input_shape,
-                             n_classes=self.n_classes, seed=seed, dtype=dtype)
+                             n_classes=self.n_classes, seed=seed, dtype=dtype,
+                             rho_range=self.rho_range)
         sizes = (int(np.prod(self.input_shape)), n, *self.rest, self.n_classes)
-        return mlp(sizes, bayesian=bayesian, input_shape=self.input_shape, seed=seed, dtype=dtype)
+        return mlp(sizes, bayesian=bayesian, input_shape=self.input_shape, seed=seed, dtype=dtype,
+                   rho_range=self.rho_range)
 
     def count(self, model):
         """Kernels (units) of the pruned layer."""

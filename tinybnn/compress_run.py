@@ -40,20 +40,24 @@ class CompressOptions:
     subset: int | None = field(default=20000, metadata=option(
         "training images (class-balanced, seeded); 0 for all"))
     validation: float = field(default=1 / 12, metadata=option("fraction held out for validation"))
-    preset: str = field(default="authors2019", metadata=option(
-        "training preset: authors2019, authors_later or elbo"))
+    preset: str = field(default="tinybnn", metadata=option(
+        "training preset: tinybnn, authors2019, authors_later or elbo (tinybnn/presets.py)"))
     epochs: int | None = field(default=3, metadata=option(
         "epochs of the initial training (0 or less: the preset's)"))
-    batch_size: int | None = field(default=50, metadata=option("minibatch size (None: preset's)"))
-    lr: float | None = field(default=1e-3, metadata=option("initial learning rate (None: preset's)"))
-    final_lr: float | None = field(default=1e-4, metadata=option(
-        "learning rate at the end of the initial training (exponential decay)"))
+    batch_size: int | None = field(default=None, metadata=option("minibatch size"))
+    lr: float | None = field(default=None, metadata=option("initial learning rate"))
+    final_lr: float | None = field(default=None, metadata=option(
+        "learning rate at the end of the initial training (exponential decay); fine-tuning "
+        "runs at this rate"))
+    rho_init: str | None = field(default=None, metadata=option(
+        "initial rho drawn from U[low, high]: write --rho-init=low,high"))
     finetune_epochs: int = field(default=1, metadata=option("epochs of fine-tuning per stage"))
     criterion: str = field(default="norm", metadata=option(
         "kernel ranking: norm, snr, variance or random", choices=CRITERIA))
-    rule: str = field(default="threshold", metadata=option(
-        "selection rule: threshold, median_fraction, largest_gap or count", choices=RULES))
-    value: float = field(default=1e-3, metadata=option("the selection rule's parameter"))
+    rule: str = field(default="median_fraction", metadata=option(
+        "selection rule: threshold (the paper's, with --value 1e-3), median_fraction, "
+        "largest_gap or count", choices=RULES))
+    value: float = field(default=0.75, metadata=option("the selection rule's parameter"))
     retrain: str = field(default="finetune", metadata=option(
         "after removal: finetune (continue from the weights) or scratch",
         choices=("finetune", "scratch")))
@@ -61,7 +65,7 @@ class CompressOptions:
         "stop when test accuracy falls more than this (a fraction) below the start"))
     target_kernels: int | None = field(default=None, metadata=option(
         "stop once this many kernels or fewer remain"))
-    max_stages: int = field(default=4, metadata=option("at most this many stages"))
+    max_stages: int = field(default=3, metadata=option("at most this many stages"))
     baselines: bool = field(default=True, metadata=option(
         "also train the vanilla network and measure the baselines"))
     model: str | None = field(default=None, metadata=option(
@@ -79,6 +83,7 @@ class CompressOptions:
         o.batch_size = p.batch_size if o.batch_size is None else o.batch_size
         o.lr = p.lr if o.lr is None else o.lr
         o.final_lr = p.final_lr if o.final_lr is None else o.final_lr
+        o.rho_init = ",".join(f"{v:g}" for v in presets.rho_range(o.rho_init, o.preset))
         o.subset = None if not o.subset else o.subset
         for name, expected, ok in (
                 ("kernels", "an integer >= 1", o.kernels >= 1),
@@ -130,7 +135,8 @@ def compress_run(options, *, log=print):
     dtype = np.dtype(o.dtype).type
     ds = data.load(o.dataset, subset=o.subset, validation=o.validation, seed=o.seed, dtype=dtype)
     rest = hidden_sizes(o.hidden) if o.hidden else ()
-    target = C.Target(o.architecture, ds.train.x.shape[1:], len(ds.classes), rest)
+    target = C.Target(o.architecture, ds.train.x.shape[1:], len(ds.classes), rest,
+                      presets.rho_range(o.rho_init, o.preset))
     start_model = None
     if o.model:
         start_model, _ = io.load(o.model)
@@ -218,7 +224,8 @@ def compress_run(options, *, log=print):
                                           out / "accuracy_vs_kernels.png").name,
     }
     report = {
-        "architecture": o.architecture, "pruned_layer": target.layer, "dataset": o.dataset, "preset": o.preset, "seed": o.seed, "options": asdict(o),
+        "architecture": o.architecture, "pruned_layer": target.layer, "dataset": o.dataset,
+        "preset": o.preset, "seed": o.seed, "options": asdict(o),
         "n_train": len(ds.train.y), "n_test": len(ds.test.y),
         "start_kernels": o.kernels, "final_kernels": len(ids), "final_kernel_ids": ids,
         "start_test_accuracy": start_acc,
