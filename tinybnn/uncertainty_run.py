@@ -86,8 +86,8 @@ class UncertaintyOptions:
     quick_subset: int = field(default=10000, metadata=option(
         "quick pair: training images (class-balanced, seeded; 0 for all)"))
     quick_epochs: int = field(default=3, metadata=option("quick pair: epochs"))
-    quick_preset: str = field(default="authors_later", metadata=option(
-        "quick pair: training preset (its batch size and learning rates)"))
+    quick_preset: str = field(default="tinybnn", metadata=option(
+        "quick pair: training preset (its batch size, learning rates and initial variances)"))
     seed: int = field(default=0, metadata=option(
         "seed of the subsets, the noise, the Monte Carlo draws and a quick pair"))
     out: str = field(default="runs/uncertainty", metadata=option("output folder"))
