@@ -5,6 +5,7 @@
     python benchmarks/bench_train_step.py --memory               # + peak memory (subprocesses)
     python benchmarks/bench_train_step.py --startup              # + cold and warm start
     python benchmarks/bench_train_step.py --epoch                # + one epoch of full MNIST
+    python benchmarks/bench_train_step.py --inference            # + compressed vs uncompressed
     python benchmarks/bench_train_step.py --peak                 # + fraction of the matmul peak
     python benchmarks/bench_train_step.py --profile --no-torch   # + where tinybnn's time goes
 
@@ -25,16 +26,18 @@ How it measures:
   reference's autograd, as max |a - b| / max |b| per array (must be <= 1e-8 in float64; float32
   is printed for information);
 - then ``--warmup`` steps of each, then ``--rounds`` rounds, each timing ``--per-round`` steps
-  of tinybnn and then of the reference (interleaved, so both see the same background load);
-  the figure is the median over all timed steps (and the interquartile range);
+  of tinybnn and then of the reference (interleaved, so both see the same background load),
+  each block after a ``--pause`` (idle BLAS / OpenMP worker threads of the library that ran
+  before keep spinning for up to ~0.1 s and would slow the other one down); the figure is the
+  median over all timed steps (and the interquartile range);
 - ratio = reference ms / tinybnn ms (> 1: tinybnn is faster);
 - threads: torch.set_num_threads(--threads); numba and OpenBLAS use their defaults (one thread
   per core) unless NUMBA_NUM_THREADS / OPENBLAS_NUM_THREADS are set;
-- ``--memory``: every (case, dtype, framework) runs alone in a fresh subprocess (3 warm-up and
-  5 timed steps); reported are the peak resident set size of that process (``ru_maxrss``, which
-  includes Python, NumPy, numba and torch themselves) and its growth over the RSS just before
-  the first step ("step peak"); for tinybnn also the peak of the NumPy allocations of one step
-  seen by ``tracemalloc``.
+- ``--memory``: every (case, dtype, framework) runs alone in a fresh subprocess (8 steps);
+  reported are the peak resident set size of that process (VmHWM in /proc/self/status, which
+  includes Python, NumPy, numba and torch themselves, the MNIST arrays and the model) and its
+  growth over the RSS just before the first step ("step peak"); for tinybnn also the peak of
+  the NumPy allocations of one more step seen by ``tracemalloc``.
 
 Without torch the script prints tinybnn's figures only.
 """
@@ -43,7 +46,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -160,6 +162,7 @@ def time_case(case, dtype, ref, args):
             r.step(x, y)
     for _ in range(args.rounds):
         for name, r in runners:
+            time.sleep(args.pause)  # let the other library's idle threads stop spinning
             for _ in range(args.per_round):
                 t0 = time.perf_counter()
                 r.step(x, y)
@@ -282,8 +285,7 @@ def child_memory(case, dtype, framework, threads):
     before = rss_now_mb()
     for _ in range(8):
         runner.step(x, y)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
-    out = {"rss_before": before, "peak_rss": peak}
+    out = {"rss_before": before, "peak_rss": status_mb("VmHWM")}
     if framework == "tinybnn":
         import tracemalloc
 
@@ -295,8 +297,20 @@ def child_memory(case, dtype, framework, threads):
 
 
 def rss_now_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return status_mb("VmRSS")
+
+
+def status_mb(field):
+    """A memory figure of this process from /proc/self/status (Linux), in MB.
+
+    VmHWM is the peak resident set size of this process image. (``getrusage``'s ru_maxrss
+    would do on a fresh interpreter, but Linux carries the parent's peak over a fork + exec.)
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    raise OSError(f"{field} not in /proc/self/status")
 
 
 def memory_rows(cases, dtypes, frameworks, threads):
@@ -391,6 +405,34 @@ def epoch_time():
     return time.perf_counter() - t0, history[0]
 
 
+# ------------------------------------------------------------------------------------- inference
+def inference_rows(dtypes, keep=(32, 16, 8), n_images=1000, repeats=5):
+    """Prediction time (``tinybnn.evaluate.predict``, batches of 100) of the Bayesian CNN N = 32
+    and of the same network compressed to fewer kernels by ``tinybnn.prune`` (the lowest-norm
+    kernels removed, as ``tinybnn compress`` removes the near-zero ones): ms per 100 images."""
+    from tinybnn import data, prune
+    from tinybnn.evaluate import predict
+
+    rows = []
+    for dtype in dtypes:
+        x = data.load("mnist", test_subset=n_images, seed=0, dtype=np.dtype(dtype).type,
+                      subset=10).test.x
+        full = build(CASES["cnn32"][1], dtype)
+        for k in keep:
+            model = full
+            if k < 32:
+                sel = prune.select(prune.rank(full, "conv", "norm"), rule="count", value=32 - k)
+                model = prune.remove(full, "conv", sel.removed)
+            predict(model, x[:200])
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                predict(model, x)
+                times.append(time.perf_counter() - t0)
+            rows.append((dtype, k, 1e3 * np.median(times) * 100 / len(x)))
+    return rows
+
+
 # ------------------------------------------------------------------------------------- report
 def machine():
     import numba
@@ -418,10 +460,14 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--per-round", type=int, default=4, help="timed steps per round (default 4)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--pause", type=float, default=0.3,
+                    help="seconds of sleep before each block of steps (default 0.3)")
     ap.add_argument("--no-torch", action="store_true", help="time tinybnn only")
     ap.add_argument("--memory", action="store_true", help="peak memory per case (subprocesses)")
     ap.add_argument("--startup", action="store_true", help="cold and warm start (subprocesses)")
     ap.add_argument("--epoch", action="store_true", help="one epoch of full MNIST, cnn32 float64")
+    ap.add_argument("--inference", action="store_true",
+                    help="prediction time of the Bayesian CNN N=32 against compressed versions")
     ap.add_argument("--profile", action="store_true",
                     help="time every layer's forward and backward (tinybnn only)")
     ap.add_argument("--peak", action="store_true",
@@ -505,8 +551,8 @@ def main(argv=None):
             tm = f"{m['tracemalloc_peak']:.0f}" if "tracemalloc_peak" in m else "-"
             print(f"{CASES[case][2]:<24}{dtype:<9}{fw:<10}{m['peak_rss']:>12.0f}"
                   f"{m['peak_rss'] - m['rss_before']:>14.0f}{tm:>16}", flush=True)
-        print("peak RSS: ru_maxrss of a fresh process running 8 steps; step peak: its growth "
-              "over the RSS before the first step; tracemalloc: NumPy allocations of one step")
+        print("peak RSS: VmHWM of a fresh process running 8 steps; step peak: its growth over "
+              "the RSS before the first step; tracemalloc: NumPy allocations of one step")
 
     if args.startup:
         rows, help_s, (t_np, t_imp) = startup_rows(repeats=3)
@@ -519,6 +565,15 @@ def main(argv=None):
                   f"step {first - steady:.2f} s")
         print("  cold: NUMBA_CACHE_DIR is a new empty directory (numba compiles every kernel); "
               "warm: the same directory after one run")
+
+    if args.inference:
+        print("\ninference (tinybnn.evaluate.predict on 1,000 MNIST test images in batches of "
+              "100; median of 5): Bayesian CNN N=32 and compressed to N kernels by tinybnn.prune")
+        base = {}
+        for dtype, k, ms in inference_rows(args.dtypes):
+            base.setdefault(dtype, ms)
+            print(f"  {dtype:<9} N={k:<4}{ms:>8.1f} ms / 100 images {100 / ms * 1e3:>8.0f} img/s "
+                  f"{base[dtype] / ms:>6.2f} x", flush=True)
 
     if args.epoch:
         seconds, row = epoch_time()
