@@ -94,7 +94,8 @@ class CompressOptions:
                 ("lr", "a positive number", o.lr > 0),
                 ("final_lr", "a positive number", o.final_lr is None or o.final_lr > 0),
                 ("tolerance", "a fraction in [0, 1)", 0 <= o.tolerance < 1),
-                ("target_kernels", "an integer >= 1", o.target_kernels is None or o.target_kernels >= 1)):
+                ("target_kernels", "an integer >= 1",
+                 o.target_kernels is None or o.target_kernels >= 1)):
             if not ok:
                 raise ConfigError(f"{name} must be {expected}, found {getattr(o, name)!r}")
         if o.dataset not in ("mnist", "fashion_mnist", "digits"):
@@ -206,7 +207,8 @@ def compress_run(options, *, log=print):
             {"options": asdict(o), "preset": presets.get(o.preset).as_dict(),
              "kernel_ids": ids, "stop_reason": stop, "complete": True})
     accepted_rows = [r for r in stage_rows if r.get("accepted", True)]
-    curves = {"Bayesian, self-compression": [(r["kernels"], r["test_accuracy"]) for r in accepted_rows]}
+    curves = {"Bayesian, self-compression":
+              [(r["kernels"], r["test_accuracy"]) for r in accepted_rows]}
     if o.baselines:
         sizes = C.size_grid(o.kernels, [r["kernels"] for r in accepted_rows])
         log(f"baselines at sizes {sizes}: pruning without retraining, vanilla retrained")

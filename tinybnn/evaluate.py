@@ -38,7 +38,8 @@ def predict(model, x, *, batch_size=EVAL_BATCH):
         if isinstance(out, Full):
             covs.append(out.cov)
         elif isinstance(out, Diagonal):
-            covs.append(np.einsum("bk,kl->bkl", out.var, np.eye(out.var.shape[1], dtype=out.var.dtype)))
+            eye = np.eye(out.var.shape[1], dtype=out.var.dtype)
+            covs.append(np.einsum("bk,kl->bkl", out.var, eye))  # diag(var)  (B, K, K)
     if not means:
         raise ShapeError("predict needs at least one example, found 0")
     return np.concatenate(means), (np.concatenate(covs) if covs else None)

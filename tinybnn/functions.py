@@ -49,7 +49,8 @@ def softmax(x):
 
 def softmax_jacobian(p):
     """J = diag(p) - p p^T for probabilities p (B, K) -> (B, K, K); J is symmetric."""
-    return np.einsum("bk,kl->bkl", p, np.eye(p.shape[-1], dtype=p.dtype)) - p[:, :, None] * p[:, None, :]
+    diag_p = np.einsum("bk,kl->bkl", p, np.eye(p.shape[-1], dtype=p.dtype))  # (B, K, K)
+    return diag_p - p[:, :, None] * p[:, None, :]
 
 
 def log_softmax(x):

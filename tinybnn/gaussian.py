@@ -105,9 +105,10 @@ class Projected(Full):
 
     It *is* a :class:`Full`: a layer or loss with no rule of its own for it reads ``cov``, the
     dense matrices (B, K, K), formed when read (B D K^2 multiply-adds; cheap for the few outputs
-    of a last layer, which is where that happens). The layers that meet it inside an MLP use the factors instead: ReLU multiplies
-    ``scale``, and the next Linear (K -> K') builds its Full output from ``U diag(a) M``
-    (D, K') in O(B D K K') without ever forming S (see :mod:`tinybnn.layers.linear`).
+    of a last layer, which is where that happens). The layers that meet it inside an MLP use the
+    factors instead: ReLU multiplies ``scale``, and the next Linear (K -> K') builds its Full
+    output from ``U diag(a) M`` (D, K') in O(B D K K') without ever forming S (see
+    :mod:`tinybnn.layers.linear`).
 
     mean  : (B, K);  U : (D, K), a copy of the weights, shared by the batch;  var : (B, D);
     extra : (B, K);  scale : (B, K), a constant (like Factored's ``scale``)

@@ -13,8 +13,10 @@ How they are made fast (docs/COST.md has the measurements):
 - ``numba.prange`` over the batch, the only axis long enough to share between threads; a kernel
   whose output is summed over the batch gives each thread its own partial sum (no races), added
   up at the end;
-- large dense products are left to BLAS (``@`` in the layers), never called inside these loops,
-  so BLAS threads and numba threads never run at the same time on the 2 cores.
+- large dense products are left to BLAS (``@`` in the layers), never called inside these loops;
+  and since both thread pools spin for a while after their work ends, a network that uses these
+  loops runs its BLAS on one thread (:mod:`tinybnn.threads`), so the two pools do not fight over
+  the 2 cores.
 
 Shapes: B batch, C channels, H W image, r kernel size, P = Ho Wo conv output positions,
 d = C r r patch length (ordered (c, i, j) like ``M.reshape(N, -1)``), N channels, L positions
@@ -216,7 +218,7 @@ def maxpool_argmax_numpy(m):
 
 
 def maxpool_numpy(m):
-    """Max-pool of m (B, C, H, W): (argmax idx (B, C, Ho, Wo) int64, pooled maxima (B, C, Ho, Wo))."""
+    """Max-pool of m (B, C, H, W) -> (argmax idx (B, C, Ho, Wo) int64, maxima (B, C, Ho, Wo))."""
     idx = maxpool_argmax_numpy(m)
     return idx, gather_numpy(m, idx)
 

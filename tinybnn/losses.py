@@ -77,7 +77,8 @@ def gaussian_nll(out, target, jitter=JITTER):
         alpha = r / a
         return per.mean(), Diagonal(alpha / B, 0.5 * (1 / a - alpha**2) / B), per
     if not isinstance(out, Full):
-        raise ShapeError(f"gaussian_nll takes a Full or Diagonal output, found {type(out).__name__}")
+        raise ShapeError(
+            f"gaussian_nll takes a Full or Diagonal output, found {type(out).__name__}")
     check_finite("the network output covariance", out.cov, DivergenceError)
     K = r.shape[1]
     A = 0.5 * (out.cov + out.cov.transpose(0, 2, 1)) + jitter * np.eye(K, dtype=r.dtype)
@@ -134,12 +135,14 @@ def _from_units(layer, dU):
 def kl_elbo(layers, *, n_train, prior_var=1.0):
     """(1/N_train) sum KL(q || N(0, prior_var I)) over every kernel/unit of ``layers``."""
     if n_train < 1 or prior_var <= 0:
-        raise ConfigError(f"elbo needs n_train >= 1 and prior_var > 0, found {n_train}, {prior_var}")
+        raise ConfigError(
+            f"elbo needs n_train >= 1 and prior_var > 0, found {n_train}, {prior_var}")
     value, grads = 0.0, {}
     for layer in layers:
         U, s = unit_means(layer), layer.s  # (n, d), (n,)
         d = U.shape[1]
-        kl = 0.5 * (d * s / prior_var + (U**2).sum(axis=1) / prior_var - d + d * np.log(prior_var / s))
+        kl = 0.5 * (d * s / prior_var + (U**2).sum(axis=1) / prior_var - d
+                    + d * np.log(prior_var / s))  # (n,)
         value += kl.sum() / n_train
         ds = 0.5 * d * (1.0 / prior_var - 1.0 / s) / n_train
         grads[id(layer)] = {"M": _from_units(layer, U / prior_var / n_train),

@@ -17,6 +17,7 @@ Set parameters from your own arrays with ``model.params["fc.M"][...] = W`` (in p
 
 import numpy as np
 
+from . import threads
 from .errors import ConfigError, ShapeError
 from .gaussian import STRUCTURES, Point, check_finite
 from .layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLUExact, Softmax
@@ -32,6 +33,11 @@ class Sequential:
 
     layers : list of (name, Layer);  task : "classification" or "regression";
     input_shape : the shape of one example, e.g. (1, 28, 28) or (784,).
+
+    ``blas_threads``: how many threads BLAS may use during ``forward`` and ``backward``; 1 for a
+    network with a ``Conv2d`` (whose passes alternate BLAS products and numba's parallel loops,
+    which fight over the cores otherwise: :mod:`tinybnn.threads`), None (BLAS's own default)
+    for the others. Set it to change that.
     """
 
     def __init__(self, layers, *, task="classification", input_shape):
@@ -41,6 +47,7 @@ class Sequential:
         if len(set(names)) != len(names):
             raise ConfigError(f"layer names must be unique, found {names}")
         self.layers, self.task, self.input_shape = list(layers), task, tuple(input_shape)
+        self.blas_threads = 1 if any(isinstance(layer, Conv2d) for _, layer in layers) else None
 
     # -- parameters -------------------------------------------------------------------------
     @property
@@ -107,15 +114,17 @@ class Sequential:
         if not isinstance(x, STRUCTURES):
             self.check_input(x)
             x = Point(x)
-        for i, (_, layer) in enumerate(self.layers):
-            layer.input_grad = input_grad or i > 0
-            x = layer.forward(x)
+        with threads.blas_limit(self.blas_threads):
+            for i, (_, layer) in enumerate(self.layers):
+                layer.input_grad = input_grad or i > 0
+                x = layer.forward(x)
         return x
 
     def backward(self, dy):
         """Chain the layers' backward passes; returns the input gradient (or None)."""
-        for _, layer in reversed(self.layers):
-            dy = layer.backward(dy)
+        with threads.blas_limit(self.blas_threads):
+            for _, layer in reversed(self.layers):
+                dy = layer.backward(dy)
         return dy
 
     # -- rebuild ----------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ class PolynomialDecay:
 
     def __init__(self, lr, final_lr, total_steps, power=1.0):
         self.lr, self.final_lr = _positive("lr", lr), _positive("final_lr", final_lr)
-        self.total, self.power = int(_positive("total_steps", total_steps)), _positive("power", power)
+        self.total = int(_positive("total_steps", total_steps))
+        self.power = _positive("power", power)
 
     def __call__(self, step):
         frac = 1.0 - min(step, self.total) / self.total
@@ -91,7 +92,8 @@ class Adam:
         for name, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0 <= b < 1:
                 raise ConfigError(f"{name} must be in [0, 1), found {b}")
-        self.lr, self.beta1, self.beta2, self.eps = _schedule(lr), beta1, beta2, _positive("eps", eps)
+        self.lr, self.beta1, self.beta2 = _schedule(lr), beta1, beta2
+        self.eps = _positive("eps", eps)
         self.scales = _rate_scales(rate_scale)
         self.t, self.m, self.v = 0, {}, {}
 

@@ -146,7 +146,8 @@ def select(ranking, rule="threshold", value=1e-3):
         gaps = np.diff(logs)
         i = int(np.argmax(gaps)) if len(gaps) else 0
         widest = float(np.exp(gaps[i])) if len(gaps) else 1.0
-        cutoff = float(np.sqrt(np.exp(logs[i]) * np.exp(logs[i + 1]))) if widest >= value else -np.inf
+        # the geometric mean of the two scores either side of the gap
+        cutoff = float(np.exp(0.5 * (logs[i] + logs[i + 1]))) if widest >= value else -np.inf
         note = (f"widest gap: factor {widest:.3g} between scores {np.exp(logs[i]):.3g} and "
                 f"{np.exp(logs[i + 1]):.3g}" if len(gaps) else "one kernel: no gap")
     removed = [int(k) for k in np.flatnonzero(s < cutoff)] if rule != "count" \
@@ -172,7 +173,8 @@ def remove(model, layer, indices):
     if len(drop) == n:
         raise ConfigError(f"cannot remove all {n} kernels of {layer!r}")
     keep = np.array([k for k in range(n) if k not in set(drop)])
-    nxt_i = next(j for j in range(i + 1, len(names)) if isinstance(model.layers[j][1], (Conv2d, Linear)))
+    nxt_i = next(j for j in range(i + 1, len(names))
+                 if isinstance(model.layers[j][1], (Conv2d, Linear)))
     nxt_name, nxt = model.layers[nxt_i]
     flattened = any(isinstance(model.layers[j][1], Flatten) for j in range(i + 1, nxt_i))
 

@@ -17,7 +17,8 @@ def _stage_table(stages):
         n = r["n_parameters"]
         verdict = "" if r.get("accepted", True) else " (rejected)"
         rows.append(
-            f"| {r['stage']}{verdict} | {r['kernels']} | {', '.join(map(str, r.get('removed', []))) or '-'}"
+            f"| {r['stage']}{verdict} | {r['kernels']} | "
+            f"{', '.join(map(str, r.get('removed', []))) or '-'}"
             f" | {_pct(r['test_accuracy'])} | {_pct(r.get('test_accuracy_before_retraining'))}"
             f" | {n['total']} ({n['means']} / {n['variances']} / {n['biases']})"
             f" | {r['model_bytes']} | {r['flops_per_example'] / 1e6:.2f}"
@@ -48,7 +49,8 @@ def markdown(report):
                 f"- Stage {r['stage']}: removing kernels {r['removed']} (norms "
                 f"{', '.join(f'{v:.2g}' for v in r['removed_norms'])}; "
                 f"{r['removed_exactly_zero']} exactly zero) changed the predictive mean by at most "
-                f"{ch['max_mean_change']:.3g} and the covariance by {ch['relative_cov_change']:.3g} "
+                f"{ch['max_mean_change']:.3g} and the covariance by "
+                f"{ch['relative_cov_change']:.3g} "
                 f"(relative Frobenius norm) on {ch['n_examples']} validation images.")
     s0 = report["stages"][0]
     lines += ["", f"**Near-zero kernels** (the paper's sense, ||M_k||_F < 1e-3) after training: "

@@ -91,7 +91,8 @@ def _check(o):
             raise ConfigError(f"{what}, found {found!r}")
 
     need(o.model in ("cnn", "mlp"), "model must be 'cnn' or 'mlp'", o.model)
-    need(isinstance(o.kernels, int) and o.kernels >= 1, "kernels must be an integer >= 1", o.kernels)
+    need(isinstance(o.kernels, int) and o.kernels >= 1, "kernels must be an integer >= 1",
+         o.kernels)
     need(isinstance(o.epochs, int) and o.epochs >= 1, "epochs must be an integer >= 1", o.epochs)
     need(isinstance(o.batch_size, int) and o.batch_size >= 1, "batch size must be an integer >= 1",
          o.batch_size)

@@ -104,7 +104,8 @@ def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=
             if bar is not None:
                 bar.update()
                 if i % 10 == 0 or i == steps_per_epoch - 1:
-                    bar.set_postfix(loss=f"{parts.total:.4g}", acc=f"{sums['correct'] / min(n, (i + 1) * batch_size):.3f}")
+                    seen = min(n, (i + 1) * batch_size)
+                    bar.set_postfix(loss=f"{parts.total:.4g}", acc=f"{sums['correct'] / seen:.3f}")
         if bar is not None:
             bar.close()
         _check_parameters(model, step)
@@ -115,7 +116,8 @@ def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=
             row["train_accuracy"] = sums["correct"] / n
         if val is not None:
             m = evaluate(model, val, jitter=objective.jitter)
-            row.update({f"val_{k}": v for k, v in m.items() if k not in ("n", "per_class_accuracy")})
+            row.update({f"val_{k}": v for k, v in m.items()
+                        if k not in ("n", "per_class_accuracy")})
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         if checkpoint:

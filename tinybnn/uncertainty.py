@@ -315,7 +315,8 @@ def mc_agreement(propagated, mc, y=None):
             ok = denom > 0
             rel = np.abs(u_mc - u_vdp)[ok] / denom[ok]
             row[f"{name}_median_relative_difference"] = float(np.median(rel)) if ok.any() else None
-            row[f"{name}_median_ratio"] = float(np.median(u_mc[ok] / u_vdp[ok])) if ok.any() else None
+            ratio = float(np.median(u_mc[ok] / u_vdp[ok])) if ok.any() else None
+            row[f"{name}_median_ratio"] = ratio
         rows.append(row)
 
     def first_from_which(ok):

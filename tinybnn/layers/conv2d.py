@@ -147,7 +147,7 @@ class Conv2d(Layer):
         dX = self._point_grads(dy.mean, X)
         return None if dX is None else Point(self._unpatch(dX, in_shape))
 
-    # -- Point input: exact, factored output --------------------------------------------------------
+    # -- Point input: exact, factored output ---------------------------------------------
     def _forward_point(self, x):
         X, hw = self._patches(x.mean)  # (B, P, d)
         B = X.shape[0]
@@ -195,7 +195,7 @@ class Conv2d(Layer):
         dPv = D @ (Mf**2 + s[:, None])
         return Diagonal(self._unpatch(dPm, in_shape), self._unpatch(dPv, in_shape))
 
-    # -- Factored input: through its diagonal --------------------------------------------------------
+    # -- Factored input: through its diagonal --------------------------------------------
     def _forward_factored(self, x):
         y, saved = self._forward_diagonal(x.diagonal())
         return y, (x, saved)

@@ -38,7 +38,8 @@ class Flatten(Layer):
     @staticmethod
     def _flat(a):
         if a.ndim != 4:
-            raise ShapeError(f"Flatten: expected maps of shape (B, C, H, W), found {tuple(a.shape)}")
+            raise ShapeError(
+                f"Flatten: expected maps of shape (B, C, H, W), found {tuple(a.shape)}")
         return a.reshape(a.shape[0], -1)
 
     def _forward_point(self, x):

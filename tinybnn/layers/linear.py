@@ -159,7 +159,8 @@ class Linear(Layer):
     def _backward_point(self, dy, saved):
         x, norm2 = saved
         self._mean_grads(x, dy.mean)
-        self.grads["rho"] = (dy.var * norm2[:, None]).sum(axis=0) * softplus_grad(self.params["rho"])
+        dv = (dy.var * norm2[:, None]).sum(axis=0)  # (K,)
+        self.grads["rho"] = dv * softplus_grad(self.params["rho"])
         if not self.input_grad:
             return None
         return Point(dy.mean @ self.params["M"].T + 2.0 * (dy.var @ self.s)[:, None] * x)

@@ -28,7 +28,8 @@ read its dense ``cov``, takes the Full rule.)
 What is stored for the backward pass is the output mean ``relu(mu)``, not the mask: ``d`` is
 recovered as ``1[relu(mu) > 0]`` (the same test, since relu(mu) > 0 exactly when mu > 0). On the
 large maps of a first convolution (Point and Factored) the forward pass and the backward mask are
-single passes over memory (:func:`tinybnn.kernels.relu_scale`, :func:`tinybnn.kernels.relu_backward`).
+single passes over memory (:func:`tinybnn.kernels.relu_scale`,
+:func:`tinybnn.kernels.relu_backward`).
 
 The first-order rule is an approximation for the variance: a unit whose mean is negative gets
 exactly zero variance. Its error against Monte Carlo is measured in

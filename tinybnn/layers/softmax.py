@@ -62,7 +62,8 @@ class Softmax(Layer):
         p, J, JS = saved
         g, G = dy.mean, dy.cov
         H = 2.0 * G @ JS  # 2 G J S  (B, K, K)
-        g_p = g + np.diagonal(H, axis1=1, axis2=2) - np.einsum("bkl,bl->bk", H + H.transpose(0, 2, 1), p)
+        H_sym = H + H.transpose(0, 2, 1)  # (B, K, K)
+        g_p = g + np.diagonal(H, axis1=1, axis2=2) - np.einsum("bkl,bl->bk", H_sym, p)
         g_in = np.einsum("bkl,bl->bk", J, g_p)
         return Full(g_in, J @ G @ J)
 

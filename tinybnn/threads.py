@@ -1,0 +1,32 @@
+"""One thread pool at a time: OpenBLAS's threads kept out of numba's way.
+
+numba's parallel loops (:mod:`tinybnn.kernels`) and OpenBLAS's matrix products each start one
+thread per core, and neither pool sleeps as soon as its work ends: its threads spin for a while,
+waiting for more (OpenBLAS), or until told otherwise (GNU OpenMP, numba's threading layer here).
+A CNN step alternates between the two (a BLAS product in the conv, a numba loop in the ReLU, a
+BLAS product again, ...), so each pool's spinning threads take the cores from the other. On this
+project's 2-core machine a Bayesian CNN N = 32 training step took 125 ms with OpenBLAS on 2
+threads and 45 ms with it on 1 (benchmarks/README.md has the figures and the command).
+
+So a network whose layers run numba's parallel loops (one with a ``Conv2d``) does its forward
+and backward passes with BLAS on one thread (:attr:`tinybnn.model.Sequential.blas_threads`);
+the limit is set with threadpoolctl for the duration of the pass only (about 20 microseconds a
+call) and restored after, so other code in the process, and MLPs, whose time is all BLAS, keep
+every BLAS thread.
+"""
+
+import contextlib
+
+from threadpoolctl import ThreadpoolController
+
+_controller = None
+
+
+def blas_limit(n_threads):
+    """A context manager running BLAS on at most ``n_threads`` threads (None: unchanged)."""
+    global _controller
+    if n_threads is None:
+        return contextlib.nullcontext()
+    if _controller is None:  # built on first use: it lists the BLAS libraries loaded then
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=n_threads, user_api="blas")
