@@ -34,6 +34,9 @@ def test_writes_report_plots_and_model(run):
             assert f"({png})" in md and (out / png).is_file()
     model, meta = io.load(out / "model.npz")
     assert model["conv"].n_kernels == report["final_kernels"] == len(meta["kernel_ids"])
+    trained, meta = io.load(out / "trained.npz")  # before any stage
+    assert trained["conv"].n_kernels == report["start_kernels"] == 4
+    assert len(meta["history"]) == QUICK["epochs"]
 
 
 def test_stages_record_what_was_removed(run):
@@ -71,6 +74,7 @@ def test_start_from_a_model_file(run, tmp_path):
     again = compress_run(CompressOptions(**opts, model=str(out / "model.npz"), out=str(tmp_path)),
                          log=lambda m: None)
     assert again["start_kernels"] == report["final_kernels"]
+    assert not (tmp_path / "trained.npz").exists()  # nothing was trained
 
 
 def test_mlp_hidden_units_compress(tmp_path):

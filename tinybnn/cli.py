@@ -178,8 +178,9 @@ def add_compress_parser(subparsers):
         description="Train the paper's Bayesian CNN (and a vanilla one with the same budget), "
                     "then repeatedly rank its kernels, remove the redundant ones and fine-tune, "
                     "with plots at every stage. Writes OUT/report.json, OUT/report.md, "
-                    "OUT/model.npz (the compressed network) and PNG plots. With no options it "
-                    "runs the quick default of the README.")
+                    "OUT/model.npz (the compressed network), OUT/trained.npz (the network "
+                    "before compression, for --model) and PNG plots. With no options it runs "
+                    "the quick default of the README.")
     add_dataclass_options(p, CompressOptions)
     p.set_defaults(run=compress_command)
 
@@ -192,7 +193,8 @@ def compress_command(args):
     print(json.dumps({k: report[k] for k in ("start_kernels", "final_kernels",
                                               "start_test_accuracy", "final_test_accuracy",
                                               "stop_reason", "seconds")}))
-    print(f"wrote {args.out}/report.md, report.json, model.npz and plots", file=sys.stderr)
+    print(f"wrote {args.out}/report.md, report.json, model.npz"
+          f"{'' if args.model else ', trained.npz'} and plots", file=sys.stderr)
     return 0
 
 

@@ -7,6 +7,9 @@ Writes into ``options.out``::
                        the stopping reason, the baselines, the options, preset and seed
     report.md          the plots, each with one sentence on what it shows, and a summary table
     model.npz          the compressed Bayesian model (the last accepted stage)
+    trained.npz        the Bayesian model as trained, before any stage (not written when it
+                       came from --model): pass it to --model to try other rules without
+                       training again
     stage<k>_norms.png, stage<k>_kernels.png, stage<k>_variances.png     at every stage
     stages.png, accuracy_vs_kernels.png                                  after the run
 """
@@ -160,6 +163,10 @@ def compress_run(options, *, log=print):
     bayes, vanilla, histories = C.train_pair(ds, target, o.kernels, objective=objective,
                                              train_kw=train_kw, seed=o.seed, dtype=dtype,
                                              vanilla=o.baselines, bayes=start_model)
+    if start_model is None:
+        io.save(out / "trained.npz", bayes,
+                {"options": asdict(o), "preset": presets.get(o.preset).as_dict(),
+                 "history": histories["bayes"], "complete": True})
     preview = select(rank(bayes, target.layer, o.criterion), o.rule, o.value)  # fails early
     timing_x = ds.test.x[:500]
     check_x = (ds.val if ds.val is not None else ds.test).x[:500]
