@@ -50,3 +50,15 @@ def test_importing_tinybnn_stays_cheap():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_example_prints_what_the_readme_says():
+    """The first Python block of the README, run from the repository root, prints the line the
+    README shows under "It prints:"."""
+    text = (REPO / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    expected = text.split("It prints:\n\n```\n", 1)[1].split("\n```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected.strip()
