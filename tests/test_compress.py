@@ -91,6 +91,8 @@ def test_mlp_hidden_units_compress(tmp_path):
     (["--criterion", "magic"], "invalid choice: 'magic'"),
     (["--rule", "threshold", "--value", "1e9"], "selects all 4 kernels"),
     (["--kernels", "0"], "kernels must be an integer >= 1"),
+    (["--rule", "median_fraction", "--value", "1"], "median_fraction needs 0 < value < 1"),
+    (["--rule", "count", "--value", "4"], "count must be between 0 and 3"),
 ])
 def test_one_line_errors(tmp_path, capsys, argv, message):
     base = ["compress", "--dataset", "digits", "--kernels", "4", "--subset", "0", "--epochs", "1",
@@ -118,3 +120,11 @@ def test_unwritable_output(tmp_path, capsys):
     code = main(["compress", "--dataset", "digits", "--kernels", "2", "--subset", "0",
                  "--epochs", "1", "--no-progress", "--out", str(tmp_path / "f" / "x")])
     assert code == 2 and "cannot write to the output folder" in capsys.readouterr().err
+
+
+def test_impossible_rule_values_fail_before_training(tmp_path, capsys):
+    code = main(["compress", "--dataset", "digits", "--kernels", "4", "--subset", "0",
+                 "--rule", "median_fraction", "--value", "1.5", "--no-progress",
+                 "--out", str(tmp_path / "o")])
+    assert code == 2 and "median_fraction needs 0 < value < 1" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "trained.npz").exists()  # nothing was trained

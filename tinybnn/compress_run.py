@@ -23,7 +23,7 @@ from . import compress as C
 from . import data, io, plots, presets
 from .errors import ConfigError
 from .losses import Objective
-from .prune import CRITERIA, RULES, rank, select, unit_means
+from .prune import CRITERIA, RULES, check_rule, rank, select, unit_means
 from .report import write_markdown
 from .runs import hidden_sizes, option, prepare_output, write_json
 
@@ -147,6 +147,7 @@ def compress_run(options, *, log=print):
         target.check(start_model, o.model)
         start_model = start_model.astype(dtype)
         o.kernels = target.count(start_model)
+    check_rule(o.rule, o.value, o.kernels)  # before any training
     if o.batch_size > len(ds.train.y):
         raise ConfigError(f"batch size must be at most the {len(ds.train.y)} training images, "
                           f"found {o.batch_size}")

@@ -120,28 +120,34 @@ def rank(model, layer="conv", criterion="norm", *, rng=None):
     return Ranking(layer, criterion, np.asarray(scores, dtype=np.float64))
 
 
-def select(ranking, rule="threshold", value=1e-3):
-    """The kernels ``rule`` marks as redundant; see the module docstring."""
+def check_rule(rule, value, n):
+    """Raise a ConfigError unless ``rule`` with ``value`` can select among ``n`` kernels: the
+    checks that need no scores, so that a caller can make them before training."""
     if rule not in RULES:
         raise ConfigError(f"unknown selection rule {rule!r}; known: {', '.join(RULES)}")
+    if rule == "median_fraction" and not 0 < value < 1:
+        raise ConfigError(f"median_fraction needs 0 < value < 1, found {value}")
+    if rule == "count" and not 0 <= int(value) < n:
+        raise ConfigError(f"count must be between 0 and {n - 1} (the layer has {n} kernels), "
+                          f"found {value}")
+    if rule == "largest_gap" and value <= 1:
+        raise ConfigError(f"largest_gap needs a factor value > 1, found {value}")
+
+
+def select(ranking, rule="threshold", value=1e-3):
+    """The kernels ``rule`` marks as redundant; see the module docstring."""
     s = ranking.scores
     n = len(s)
+    check_rule(rule, value, n)
     note = ""
     if rule == "threshold":
         cutoff = float(value)
     elif rule == "median_fraction":
-        if not 0 < value < 1:
-            raise ConfigError(f"median_fraction needs 0 < value < 1, found {value}")
         cutoff = float(value * np.median(s))
     elif rule == "count":
         k = int(value)
-        if not 0 <= k < n:
-            raise ConfigError(f"count must be between 0 and {n - 1} (the layer has {n} kernels), "
-                              f"found {value}")
         cutoff = float(np.sort(s)[k]) if k else -np.inf
     else:
-        if value <= 1:
-            raise ConfigError(f"largest_gap needs a factor value > 1, found {value}")
         logs = np.log(np.maximum(np.sort(s), np.finfo(float).tiny))
         gaps = np.diff(logs)
         i = int(np.argmax(gaps)) if len(gaps) else 0
