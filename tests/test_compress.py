@@ -71,9 +71,11 @@ def test_same_seed_same_report(run, tmp_path):
 def test_start_from_a_model_file(run, tmp_path):
     out, report = run
     opts = dict(QUICK, baselines=False, max_stages=1)
+    said = []
     again = compress_run(CompressOptions(**opts, model=str(out / "model.npz"), out=str(tmp_path)),
-                         log=lambda m: None)
+                         log=said.append)
     assert again["start_kernels"] == report["final_kernels"]
+    assert said[0].startswith("starting from") and "training" not in said[0]
     assert not (tmp_path / "trained.npz").exists()  # nothing was trained
 
 

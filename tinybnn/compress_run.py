@@ -157,10 +157,10 @@ def compress_run(options, *, log=print):
     train_kw = dict(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, final_lr=o.final_lr,
                     progress=o.progress)
     finetune_kw = dict(train_kw, epochs=o.finetune_epochs, lr=o.final_lr or o.lr, final_lr=None)
-    log(f"training the {'vanilla' if start_model else 'Bayesian'}"
-        f"{' and the vanilla' if o.baselines and not start_model else ''} {o.architecture} "
-        f"with {o.kernels} kernels/units on {len(ds.train.y)} {o.dataset} images "
-        f"({o.epochs} epochs)")
+    trained = [w for w, on in (("Bayesian", start_model is None), ("vanilla", o.baselines)) if on]
+    log(f"training the {' and the '.join(trained)} {o.architecture} with {o.kernels} "
+        f"kernels/units on {len(ds.train.y)} {o.dataset} images ({o.epochs} epochs)" if trained
+        else f"starting from {o.model} ({o.kernels} kernels/units); no baselines")
     bayes, vanilla, histories = C.train_pair(ds, target, o.kernels, objective=objective,
                                              train_kw=train_kw, seed=o.seed, dtype=dtype,
                                              vanilla=o.baselines, bayes=start_model)
