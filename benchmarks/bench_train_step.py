@@ -411,7 +411,7 @@ def inference_rows(dtypes, keep=(32, 16, 8), n_images=1000, repeats=5):
     and of the same network compressed to fewer kernels by ``tinybnn.prune`` (the lowest-norm
     kernels removed, as ``tinybnn compress`` removes the near-zero ones): ms per 100 images."""
     from tinybnn import data, prune
-    from tinybnn.evaluate import predict
+    from tinybnn.compress import inference_ms
 
     rows = []
     for dtype in dtypes:
@@ -423,13 +423,7 @@ def inference_rows(dtypes, keep=(32, 16, 8), n_images=1000, repeats=5):
             if k < 32:
                 sel = prune.select(prune.rank(full, "conv", "norm"), rule="count", value=32 - k)
                 model = prune.remove(full, "conv", sel.removed)
-            predict(model, x[:200])
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                predict(model, x)
-                times.append(time.perf_counter() - t0)
-            rows.append((dtype, k, 1e3 * np.median(times) * 100 / len(x)))
+            rows.append((dtype, k, inference_ms(model, x, repeats)))
     return rows
 
 
@@ -556,7 +550,7 @@ def main(argv=None):
 
     if args.startup:
         rows, help_s, (t_np, t_imp) = startup_rows(repeats=3)
-        print(f"\nstart-up (medians of 3 fresh processes; cnn32 float64):")
+        print("\nstart-up (medians of 3 fresh processes; cnn32 float64):")
         print(f"  python -c 'import numpy': {t_np:.2f} s;  'import numpy, tinybnn.model': "
               f"{t_imp:.2f} s;  python -m tinybnn --help: {help_s:.2f} s")
         for label, (wall, imp, first, steady) in rows.items():
