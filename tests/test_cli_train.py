@@ -71,6 +71,7 @@ def test_mlp_and_presets(tmp_path, capsys):
     (["--hidden", "4,x", "--model", "mlp"], "hidden must be comma-separated"),
     (["--validation", "1.5"], "validation must be a fraction"),
     (["--dataset", "cifar"], "cifar"),
+    (["--nll-beta", "2"], "nll beta must lie in [0, 1]"),
 ])
 def test_impossible_values_give_one_line(tmp_path, capsys, argv, message):
     base = ["train", "--dataset", "digits", "--epochs", "1", "--no-progress"]

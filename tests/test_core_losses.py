@@ -62,6 +62,38 @@ def test_nll_rejects_non_positive_definite_and_nan():
         gaussian_nll(Full(np.zeros((1, 2)), np.eye(2)[None]), np.zeros((1, 3)))
     with pytest.raises(ConfigError, match="jitter"):
         gaussian_nll(Full(np.zeros((1, 2)), np.eye(2)[None]), np.zeros((1, 2)), jitter=-1)
+    with pytest.raises(ConfigError, match="beta"):
+        gaussian_nll(Full(np.zeros((1, 2)), np.eye(2)[None]), np.zeros((1, 2)), beta=1.5)
+    with pytest.raises(ConfigError, match="nll_beta"):
+        Objective(nll_beta=-0.1)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0])
+def test_beta_nll_weights_each_example_by_its_variance(beta):
+    """beta-NLL = sum_b w_b NLL_b with w_b = v_b^beta / sum v^beta held constant: its value
+    and gradient are those weights applied to the plain per-example NLLs and gradients (the
+    plain ones are checked against central differences above)."""
+    rng = np.random.default_rng(3)
+    B, K, jitter = 5, 4, 1e-3
+    out = Full(rng.random((B, K)), spd(rng, B, K) * rng.uniform(0.01, 3, (B, 1, 1)))
+    y = one_hot(np.array([0, 3, 1, 2, 2]), K, np.float64)
+    loss, g, per = gaussian_nll(out, y, jitter, beta=beta)
+    _, g0, per0 = gaussian_nll(out, y, jitter)
+    v = np.array([np.trace(out.cov[b]) + K * jitter for b in range(B)])
+    w = v**beta / (v**beta).sum()
+    np.testing.assert_array_equal(per, per0)  # the reported per-example NLL stays plain
+    assert loss == pytest.approx(w @ per0, rel=1e-12)
+    assert not np.isclose(loss, per0.mean())  # the weights do change the loss
+    np.testing.assert_allclose(g.mean, B * w[:, None] * g0.mean, rtol=1e-12)
+    np.testing.assert_allclose(g.cov, B * w[:, None, None] * g0.cov, rtol=1e-12)
+    # Diagonal: the weights are per output, a_bk^beta normalised over the whole batch
+    var = rng.uniform(0.01, 2, (B, K))
+    ld, gd, _ = gaussian_nll(Diagonal(out.mean, var), y, jitter, beta=beta)
+    a = var + jitter
+    wd = a**beta / (a**beta).sum() * K
+    terms = 0.5 * ((out.mean - y) ** 2 / a + np.log(a))
+    assert ld == pytest.approx((wd * terms).sum(), rel=1e-12)
+    np.testing.assert_allclose(gd.mean, wd * (out.mean - y) / a, rtol=1e-12)
 
 
 def test_cross_entropy_value_and_gradient():

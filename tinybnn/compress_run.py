@@ -44,7 +44,8 @@ class CompressOptions:
         "training images (class-balanced, seeded); 0 for all"))
     validation: float = field(default=1 / 12, metadata=option("fraction held out for validation"))
     preset: str = field(default="tinybnn", metadata=option(
-        "training preset: tinybnn, authors2019, authors_later or elbo (tinybnn/presets.py)"))
+        "training preset: tinybnn, authors2019, authors_later, elbo or elbo_beta "
+        "(tinybnn/presets.py)"))
     epochs: int | None = field(default=3, metadata=option(
         "epochs of the initial training (0 or less: the preset's)"))
     batch_size: int | None = field(default=None, metadata=option("minibatch size"))
@@ -153,7 +154,8 @@ def compress_run(options, *, log=print):
                           f"found {o.batch_size}")
     out = prepare_output(o.out)
     t_start = time.perf_counter()
-    objective = Objective(presets.get(o.preset).regulariser, n_train=len(ds.train.y))
+    p = presets.get(o.preset)
+    objective = Objective(p.regulariser, n_train=len(ds.train.y), nll_beta=p.nll_beta)
     train_kw = dict(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, final_lr=o.final_lr,
                     progress=o.progress)
     finetune_kw = dict(train_kw, epochs=o.finetune_epochs, lr=o.final_lr or o.lr, final_lr=None)

@@ -13,6 +13,19 @@ even with the jitter raises :class:`~tinybnn.errors.DivergenceError`; nothing is
 replaced; a NaN or Inf in the output raises it too (the input was checked, so the network
 diverged). The batch loss is the mean over examples, so gradients carry ``1/B``.
 
+**beta-NLL** (Seitzer et al., ICLR 2022; not in the paper). The NLL lets a network "explain" an
+example it gets wrong with a large variance instead of fixing its mean: the gradient on the mean
+is ``A^-1 r``, so an example with variance 1 pulls a thousand times less than one with variance
+1e-3 (the jitter). A classifier trained this way stops improving on its hard examples (a VDP MLP
+on MNIST stalls near 97 % training accuracy; its wrong examples have predictive variance ~1, its
+right ones ~1e-5). beta-NLL multiplies each example's NLL by a weight held constant in the
+gradient (a stop-gradient), ``w = v^beta`` with ``v`` the example's variance: the mean of
+``diag A`` for a Full output, each entry of ``a`` for a Diagonal one (per output, as the paper).
+Unlike the paper, the weights are normalised to mean 1 over the batch, so the data term keeps
+its size against the regulariser (unnormalised, beta = 0.5 shrinks it ~100-fold and the L1
+regulariser then wins: 93.7 % for the MLP above instead of 96.6 %). beta = 0 is the plain NLL;
+beta = 1 makes each example's pull on the mean that of a squared error.
+
 **Regularisers** of the Bayesian layers. A layer has n kernels (conv) or units (linear), each
 with mean vector ``m_k`` of length d (conv: ``M[k].ravel()``, d = C r r; linear: ``M[:, k]``,
 d = D) and variance ``s_k``. Biases are not regularised. Three presets:
@@ -57,30 +70,35 @@ def _check_batch(out, target):
     check_finite("the network output mean", out.mean, DivergenceError)
 
 
-def gaussian_nll(out, target, jitter=JITTER):
-    """Mean Gaussian NLL over the batch and its gradient (same structure as ``out``).
+def gaussian_nll(out, target, jitter=JITTER, beta=0.0):
+    """Mean (beta-weighted) Gaussian NLL over the batch and its gradient (``out``'s structure).
 
     out : Full (mean (B, K), cov (B, K, K)) or Diagonal (mean, var (B, K)); target (B, K).
-    Returns (loss, grad, per_example (B,)).
+    beta : the beta-NLL exponent (0: the plain NLL); the weights are constants in the gradient.
+    Returns (loss, grad, per_example (B,)); ``per_example`` is the plain, unweighted NLL.
     """
     if jitter < 0:
         raise ConfigError(f"jitter must be >= 0, found {jitter}")
+    if not 0 <= beta <= 1:
+        raise ConfigError(f"beta must lie in [0, 1], found {beta}")
     _check_batch(out, target)
-    B = target.shape[0]
+    B, K = target.shape
     r = out.mean - target  # (B, K)
     if isinstance(out, Diagonal):
         check_finite("the network output variance", out.var, DivergenceError)
         a = out.var + jitter
         if np.any(a <= 0):
             raise DivergenceError(f"output variance + jitter must be > 0, found {a.min()}")
-        per = 0.5 * (r**2 / a + np.log(a)).sum(axis=1)
+        w = a**beta
+        w /= w.sum() / K  # (B, K), mean 1/B: 1/B everywhere for beta = 0
+        terms = 0.5 * (r**2 / a + np.log(a))
         alpha = r / a
-        return per.mean(), Diagonal(alpha / B, 0.5 * (1 / a - alpha**2) / B), per
+        return ((w * terms).sum(), Diagonal(w * alpha, 0.5 * w * (1 / a - alpha**2)),
+                terms.sum(axis=1))
     if not isinstance(out, Full):
         raise ShapeError(
             f"gaussian_nll takes a Full or Diagonal output, found {type(out).__name__}")
     check_finite("the network output covariance", out.cov, DivergenceError)
-    K = r.shape[1]
     A = 0.5 * (out.cov + out.cov.transpose(0, 2, 1)) + jitter * np.eye(K, dtype=r.dtype)
     try:
         L = np.linalg.cholesky(A)  # (B, K, K) lower
@@ -95,7 +113,9 @@ def gaussian_nll(out, target, jitter=JITTER):
     logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
     per = 0.5 * np.einsum("bk,bk->b", r, alpha) + 0.5 * logdet
     G = 0.5 * (Ainv - alpha[:, :, None] * alpha[:, None, :])
-    return per.mean(), Full(alpha / B, G / B), per
+    w = np.trace(A, axis1=1, axis2=2) ** beta
+    w /= w.sum()  # (B,), mean 1/B: 1/B everywhere for beta = 0
+    return (w * per).sum(), Full(w[:, None] * alpha, w[:, None, None] * G), per
 
 
 def cross_entropy(logits, labels):
@@ -191,6 +211,7 @@ class Objective:
     prior_var   : prior variance sp of the elbo
     jitter      : eps added to the output covariance in the NLL
     reg_scale   : multiplies the regulariser (1 = the preset's formula); an experiment knob
+    nll_beta    : the beta of beta-NLL (0 = the plain NLL, the paper's); see the module docstring
     """
 
     regulariser: str = "elbo"
@@ -198,6 +219,7 @@ class Objective:
     prior_var: float = 1.0
     jitter: float = JITTER
     reg_scale: float = 1.0
+    nll_beta: float = 0.0
 
     def __post_init__(self):
         if self.regulariser not in ("elbo", "authors2019", "authors_later"):
@@ -207,6 +229,8 @@ class Objective:
             raise ConfigError(f"need jitter >= 0, n_train >= 1, prior_var > 0, reg_scale >= 0; "
                               f"found {self.jitter}, {self.n_train}, {self.prior_var}, "
                               f"{self.reg_scale}")
+        if not 0 <= self.nll_beta <= 1:
+            raise ConfigError(f"nll_beta must lie in [0, 1], found {self.nll_beta}")
 
     @property
     def nll_scale(self):

@@ -245,9 +245,10 @@ def small_cnn(channels=(8, 16), *, bayesian=True, input_shape=(1, 28, 28), kerne
 
 
 class LossParts:
-    """The loss of one batch: ``total = nll_scale * nll + reg``; ``nll`` the mean data term
-    (Gaussian NLL, or cross-entropy for a vanilla net), ``reg`` the regulariser as added;
-    ``output`` the network's output mean (probabilities, or a vanilla net's logits)."""
+    """The loss of one batch: ``total = nll_scale * data term + reg``; ``nll`` the mean plain
+    data term (Gaussian NLL, or cross-entropy for a vanilla net; with beta-NLL the data term in
+    ``total`` is weighted, ``nll`` is not), ``reg`` the regulariser as added; ``output`` the
+    network's output mean (probabilities, or a vanilla net's logits)."""
 
     def __init__(self, total, nll, reg, output=None):
         self.total, self.nll, self.reg = float(total), float(nll), float(reg)
@@ -257,16 +258,16 @@ class LossParts:
         return f"LossParts(total={self.total:.6g}, nll={self.nll:.6g}, reg={self.reg:.6g})"
 
 
-def data_term(model, out, y, jitter):
+def data_term(model, out, y, jitter, beta=0.0):
     """(loss, gradient w.r.t. the output, per-example losses) of the data term."""
     if model.task == "classification":
         if not model.bayesian:
             return cross_entropy(out, y)
-        return gaussian_nll(out, one_hot(y, out.mean.shape[1], out.mean.dtype), jitter)
+        return gaussian_nll(out, one_hot(y, out.mean.shape[1], out.mean.dtype), jitter, beta)
     y = np.asarray(y)
     if y.dtype != out.mean.dtype:
         raise ShapeError(f"regression targets must be {out.mean.dtype}, found {y.dtype}")
-    return gaussian_nll(out, y, jitter) if model.bayesian else squared_error(out, y)
+    return gaussian_nll(out, y, jitter, beta) if model.bayesian else squared_error(out, y)
 
 
 def loss_and_grads(model, x, y, objective=Objective()):
@@ -278,7 +279,7 @@ def loss_and_grads(model, x, y, objective=Objective()):
         raise ShapeError(f"x and y must have the same batch size, found {np.shape(x)[0]} "
                          f"and {np.shape(y)[0]}")
     out = model.forward(x)
-    nll, dout, _ = data_term(model, out, y, objective.jitter)
+    nll, dout, per = data_term(model, out, y, objective.jitter, objective.nll_beta)
     scale = objective.nll_scale if model.bayesian else 1.0
     reg, reg_grads = (objective.regularise(model.bayesian_layers) if model.bayesian
                       else (0.0, {}))
@@ -286,7 +287,7 @@ def loss_and_grads(model, x, y, objective=Objective()):
     for _, layer in model.layers:
         for k, g in reg_grads.get(id(layer), {}).items():
             layer.grads[k] = layer.grads[k] + g
-    return LossParts(scale * nll + reg, nll, reg, out.mean), model.grads
+    return LossParts(scale * nll + reg, per.mean(), reg, out.mean), model.grads
 
 
 def _scaled(grad, scale):

@@ -11,6 +11,8 @@ name               regulariser        epochs  batch  Adam rate          rho init
 ``tinybnn``        L1 + variance      4       50     3e-3 -> 1e-4       U[-10, -9] this library: the
                    (as authors2019)                                                2019 loss, a laptop
                                                                                    schedule
+``elbo_beta``      KL / N_train,      12      50     3e-3 -> 1e-4       U[-10, -9] this library: the
+                   beta-NLL, beta 1                                                ELBO with beta-NLL
 =================  =================  ======  =====  =================  =========  ===================
 
 The regularisers' formulas are in :mod:`tinybnn.losses`; the rate decays exponentially. ``rho``
@@ -23,6 +25,12 @@ error on the softmax output, which saturates), and a wide variance initialisatio
 with large initial variance learn last. Starting every variance small and using a larger rate
 reaches about 98 % on MNIST in 4 epochs (the README gives the measured figures and commands).
 Every value can be overridden by a run, and the run reports what it used.
+
+Why ``elbo_beta``: with the plain Gaussian NLL a network can leave an example wrong and give it
+a large predictive variance instead, which shrinks that example's gradient a thousandfold (see
+beta-NLL in :mod:`tinybnn.losses`); VDP MLPs stall near 97 % training accuracy on MNIST that
+way. Weighting each example by its variance (beta = 1), with the textbook ELBO and 12 epochs,
+takes them past 97.5 % (the README gives the figures and commands). It is not the paper's loss.
 """
 
 from dataclasses import asdict, dataclass
@@ -42,6 +50,7 @@ class Preset:
     final_lr: float | None
     rho_init: tuple
     source: str
+    nll_beta: float = 0.0
 
     def as_dict(self):
         return asdict(self)
@@ -60,6 +69,10 @@ PRESETS = {
     "tinybnn": Preset("tinybnn", "authors2019", 4, 50, 3e-3, 1e-4, SMALL_RHO,
                       "tinybnn's laptop recipe: the 2019 regulariser, batch 50, Adam 3e-3 "
                       "decaying to 1e-4, small initial variances"),
+    "elbo_beta": Preset("elbo_beta", "elbo", 12, 50, 3e-3, 1e-4, SMALL_RHO,
+                        "tinybnn's recipe for VDP MLPs: the textbook ELBO with beta-NLL "
+                        "(beta = 1), batch 50, Adam 3e-3 decaying to 1e-4, 12 epochs",
+                        nll_beta=1.0),
 }
 
 

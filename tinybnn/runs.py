@@ -52,7 +52,8 @@ class TrainOptions:
         "fraction of the training images held out for validation (default 1/12: 5,000 of "
         "MNIST's 60,000, as the authors)"))
     preset: str = field(default="tinybnn", metadata=option(
-        "training preset: tinybnn, authors2019, authors_later or elbo (tinybnn/presets.py)"))
+        "training preset: tinybnn, authors2019, authors_later, elbo or elbo_beta "
+        "(tinybnn/presets.py)"))
     epochs: int | None = field(default=None, metadata=option("epochs (default: the preset's)"))
     batch_size: int | None = field(default=None, metadata=option(
         "minibatch size (default: the preset's)"))
@@ -65,6 +66,9 @@ class TrainOptions:
         "--rho-init=-12,-2.2 (default: the preset's)"))
     rho_rate: float = field(default=1.0, metadata=option(
         "the variance parameters' learning rate as a multiple of the means' (1: the same)"))
+    nll_beta: float | None = field(default=None, metadata=option(
+        "beta of the beta-NLL data term: 0 is the plain Gaussian NLL, 0.5 or 1 weight each "
+        "example by its variance (tinybnn/losses.py) (default: the preset's)"))
     seed: int = field(default=0, metadata=option("seed of every random choice"))
     dtype: str = field(default="float64", metadata=option(
         "float64 or float32 (float32 is faster; gradient checks stay in float64)",
@@ -80,6 +84,7 @@ class TrainOptions:
         o.batch_size = p.batch_size if o.batch_size is None else o.batch_size
         o.lr = p.lr if o.lr is None else o.lr
         o.final_lr = p.final_lr if o.final_lr is None else o.final_lr
+        o.nll_beta = p.nll_beta if o.nll_beta is None else o.nll_beta
         o.rho_init = ",".join(f"{v:g}" for v in presets.rho_range(o.rho_init, o.preset))
         _check(o)
         return o
@@ -102,6 +107,7 @@ def _check(o):
     need(0 <= o.validation < 1, "validation must be a fraction in [0, 1)", o.validation)
     need(o.dtype in ("float64", "float32"), "dtype must be float64 or float32", o.dtype)
     need(o.rho_rate > 0, "rho rate must be a positive number", o.rho_rate)
+    need(0 <= o.nll_beta <= 1, "nll beta must lie in [0, 1]", o.nll_beta)
     hidden_sizes(o.hidden)
 
 
@@ -176,7 +182,8 @@ def train_run(options):
         raise ConfigError(f"batch size must be at most the {len(ds.train.y)} training images, "
                           f"found {o.batch_size}")
     model = build_model(o, ds.train.x.shape[1:], len(ds.classes))
-    objective = Objective(presets.get(o.preset).regulariser, n_train=len(ds.train.y))
+    objective = Objective(presets.get(o.preset).regulariser, n_train=len(ds.train.y),
+                          nll_beta=o.nll_beta)
     meta = {"options": asdict(o), "preset": presets.get(o.preset).as_dict(),
             "classes": list(ds.classes)}
     start = time.perf_counter()
