@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tinybnn import kernels as kn
+from tinybnn import kernels_factored as kf
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
@@ -103,25 +104,43 @@ def factored_inputs(rng, dtype, B=3, P=20, d=6, N=4, L=5, K=3):
 def test_factored_kernels(dtype, B):
     patches, rows, scale, M3, At, G, s, c, tau = factored_inputs(np.random.default_rng(2), dtype,
                                                                  B=B)
-    for got, want in zip(kn.factored_project(patches, rows, scale, M3, s),
-                         kn.factored_project_numpy(patches, rows, scale, M3, s)):
+    for got, want in zip(kf.factored_project(patches, rows, scale, M3, s),
+                         kf.factored_project_numpy(patches, rows, scale, M3, s)):
         close(got, want, dtype)
         assert got.dtype == dtype
-    for got, want in zip(kn.factored_project_backward(patches, rows, scale, At, G, s, c, tau),
-                         kn.factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau)):
+    for got, want in zip(kf.factored_project_backward(patches, rows, scale, At, G, s, c, tau),
+                         kf.factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau)):
         close(got, want, dtype)
         assert got.dtype == dtype
     GAt = G[:, None] @ At
-    close(kn.factored_patch_grad(patches, rows, scale, M3, GAt, s, c),
-          kn.factored_patch_grad_numpy(patches, rows, scale, M3, GAt, s, c), dtype)
+    close(kf.factored_patch_grad(patches, rows, scale, M3, GAt, s, c),
+          kf.factored_patch_grad_numpy(patches, rows, scale, M3, GAt, s, c), dtype)
 
 
 def test_factored_backward_partial_sums_do_not_depend_on_the_thread_count():
     """The per-thread partial sums of dM3 add up to the same result for any number of chunks."""
     patches, rows, scale, M3, At, G, s, c, tau = factored_inputs(np.random.default_rng(6),
                                                                  np.float64, B=5)
-    want = kn.factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau)
+    want = kf.factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau)
     for chunks in (1, 2, 3, 7):
-        got = kn._factored_project_backward(patches, rows, scale, At, G, s, c, tau, chunks)
+        got = kf._factored_project_backward(patches, rows, scale, At, G, s, c, tau,
+                                            kf.padded_length(patches.shape[2]), chunks)
         for a, b in zip(got, want):
             close(a, b, np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,D,K", [(3, 600, 10), (1, 7, 3)])
+def test_factored_mean_kernels(dtype, B, D, K):
+    """The linear layer's mean path on a FlatFactored input; D = 600 spans three blocks of
+    MEAN_BLOCK inputs, the last one partial."""
+    rng = np.random.default_rng(7)
+    mu = rng.normal(size=(B, D)).astype(dtype)
+    M, b = rng.normal(size=(D, K)).astype(dtype), rng.normal(size=K).astype(dtype)
+    g, c = rng.normal(size=(B, K)).astype(dtype), rng.normal(size=B).astype(dtype)
+    for got, want in ((kf.factored_mean(mu, M, b), kf.factored_mean_numpy(mu, M, b)),
+                      (kf.factored_mean_backward(mu, g, M, c),
+                       kf.factored_mean_backward_numpy(mu, g, M, c))):
+        for a, w in zip(got, want):
+            assert a.shape == w.shape and a.dtype == dtype
+            close(a, w, dtype)

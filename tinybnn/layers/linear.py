@@ -69,7 +69,7 @@ Shapes: B batch, D inputs, K units; parameters ``M`` (D, K), ``rho`` (K,), ``b``
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels_factored as kf
 from ..errors import ShapeError
 from ..functions import softplus_grad
 from ..gaussian import Diagonal, FactoredGrad, FlatFactored, Full, Point, Projected, ProjectedGrad
@@ -125,9 +125,12 @@ class Linear(Layer):
                 "bayesian": self.bayesian, "bias": self.has_bias}
 
     # -- shared pieces -------------------------------------------------------------------
-    def _mean(self, mu):
+    def _check_mean(self, mu):
         if mu.ndim != 2 or mu.shape[1] != self.d_in:
             raise_shape(self, mu)
+
+    def _mean(self, mu):
+        self._check_mean(mu)
         return linear_mean(mu, self.params["M"], self.params.get("b"))
 
     def _mean_grads(self, mu, g):
@@ -273,11 +276,14 @@ class Linear(Layer):
     def _forward_factored(self, x):
         B, N, L = x.rows.shape
         mu = x.mean
-        m = self._mean(mu)
-        M3 = self.params["M"].reshape(N, L, self.d_out)  # block k reads channel k  (N, L, K)
+        self._check_mean(mu)
+        M = self.params["M"]
+        bias = self.params["b"] if self.has_bias else np.zeros(self.d_out, dtype=M.dtype)
+        m, mu2 = kf.factored_mean(mu, M, bias)  # mu M + b, ||mu||^2
+        M3 = M.reshape(N, L, self.d_out)  # block k reads channel k  (N, L, K)
         # At_k = A_k^T (B, N, K, d), tau_k = ||F_k||^2 (B, N), S = sum_k s_k A_k^T A_k (B, K, K)
-        At, tau, S = kernels.factored_project(x.patches, x.rows, x.scale, M3, x.s)
-        t = tau @ x.s + np.einsum("bd,bd->b", mu, mu)  # (B,)
+        At, tau, S = kf.factored_project(x.patches, x.rows, x.scale, M3, x.s)
+        t = tau @ x.s + mu2  # (B,)
         add_diagonal(S, t[:, None] * self.s)
         return Full(m, S), (x, At, tau, t)
 
@@ -287,16 +293,17 @@ class Linear(Layer):
         M, g, G = self.params["M"], dy.mean, dy.cov
         c = self._cov_grads_tail(G, t)
         # dM_k = 2 s_k F_k A_k G (N, L, K) and ds_k = <G, A_k^T A_k> + c tau_k (B, N)
-        dM3, ds_in = kernels.factored_project_backward(x.patches, x.rows, x.scale, At, G, x.s,
-                                                       c, tau)
-        self._mean_grads(x.mean, g)
+        dM3, ds_in = kf.factored_project_backward(x.patches, x.rows, x.scale, At, G, x.s, c, tau)
+        # the mean path: dM = mu^T g, dmu = g M^T + 2 c mu, in one pass over mu
+        self.grads["M"], dmu = kf.factored_mean_backward(x.mean, g, M, c)
         self.grads["M"] += dM3.reshape(N * L, self.d_out)
-        dmu = g @ M.T + 2.0 * c[:, None] * x.mean
+        if self.has_bias:
+            self.grads["b"] = g.sum(axis=0)
         dpatches = None
         if x.track_patches:
             GAt = G[:, None] @ At  # G A_k^T = (A_k G)^T  (B, N, K, d)
             M3 = M.reshape(N, L, self.d_out)
-            dpatches = kernels.factored_patch_grad(x.patches, x.rows, x.scale, M3, GAt, x.s, c)
+            dpatches = kf.factored_patch_grad(x.patches, x.rows, x.scale, M3, GAt, x.s, c)
         return FactoredGrad(dmu, ds_in, dpatches)
 
 

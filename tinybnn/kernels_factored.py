@@ -1,0 +1,339 @@
+"""The inner loops of the factored covariance path: a first conv (with its max-pool and ReLU)
+read by a linear layer (:class:`tinybnn.layers.Linear` on a ``FlatFactored`` input).
+
+Channel n of example b has factor rows F_bn (L, d), F_bn[l] = scale[b,n,l] patches[b,rows[b,n,l]],
+and the linear layer reads it through M3[n] (L, K), the rows of its mean matrix that channel n
+feeds. At_bn = M3[n]^T F_bn = A_n^T is stored (K, d), so the innermost loops run along d, the
+contiguous axis of the patches. The layer's mean path (``mu M``, ``mu^T g``, ``g M^T``) has
+kernels here too: K = 10 columns make those products too thin for BLAS to run well, and here
+they run on both threads and share their passes over ``mu``.
+
+As in :mod:`tinybnn.kernels`, each kernel has a NumPy twin (suffix ``_numpy``) that
+``tests/test_core_kernels.py`` checks it against, and none calls BLAS. Shapes: B batch, P conv
+output positions, d patch length, N channels, L positions per channel after pooling, K units of
+the linear layer, D = N L its inputs.
+"""
+
+import numba
+import numpy as np
+
+from .kernels import n_chunks, parallel_jit
+
+
+def _rows_of(patches, rows, scale):
+    """F (B, N, L, d): F[b, n, l] = scale[b, n, l] * patches[b, rows[b, n, l]]."""
+    b = np.arange(patches.shape[0])[:, None, None]
+    return patches[b, rows] * scale[..., None]
+
+
+def factored_project_numpy(patches, rows, scale, M3, s):
+    """The factored linear forward: At, tau and the covariance sum.
+
+    At_bn  = M3[n]^T F_bn                  (B, N, K, d)
+    tau_bn = ||F_bn||_F^2                  (B, N)
+    S_b    = sum_n s_n At_bn At_bn^T       (B, K, K)
+
+    patches (B, P, d), rows and scale (B, N, L), M3 (N, L, K), s (N,).
+    """
+    F = _rows_of(patches, rows, scale)  # (B, N, L, d)
+    At = np.einsum("nlk,bnld->bnkd", M3, F, optimize=True)
+    tau = np.einsum("bnld,bnld->bn", F, F)
+    S = np.einsum("bnkd,bnjd->bkj", At * s[None, :, None, None], At, optimize=True)
+    return At, tau, S
+
+
+def factored_project(patches, rows, scale, M3, s):
+    """numba twin of :func:`factored_project_numpy` (via :func:`_factored_project`)."""
+    B, P, d = patches.shape
+    N, L, K = M3.shape
+    At = np.zeros((B, N, K, d), dtype=patches.dtype)
+    tau = np.zeros((B, N), dtype=patches.dtype)
+    S = np.zeros((B, K, K), dtype=patches.dtype)
+    _factored_project(patches, rows, scale, M3, s, padded_length(d), At, tau, S)
+    return At, tau, S
+
+
+def padded_length(d):
+    """d rounded up to a multiple of 32. The kernels copy an example's patch rows into a buffer
+    of this width (zeros after d), so that the innermost loops run a whole number of the
+    compiler's vector blocks (8 lanes x 4 interleaved): for d = 25 this makes the forward pass
+    30 % faster in float32, measured."""
+    return -(-d // 32) * 32
+
+
+@parallel_jit
+def _factored_project(patches, rows, scale, M3, s, dp, At, tau, S):
+    """Fill At, tau, S (zeros on entry); parallel over the batch.
+
+    For each example b: copy its patch rows into X (P, dp), zero-padded, with their squared
+    norms. For each kernel n: list the factor rows the ReLU kept (scale != 0), accumulate the
+    outer products M3[n, l] x F_bn[l] of the kept rows into A = At_bn, two rows per pass over A
+    (each load and store of A then serves two rows; an odd last row is paired with itself at
+    weight 0), then add s_n A A^T to S_b while A is still in cache.
+    """
+    B, P, d = patches.shape
+    N, L, K = M3.shape
+    zero = patches.dtype.type(0)
+    for b in numba.prange(B):
+        X = np.zeros((P, dp), dtype=patches.dtype)  # X_b, zero-padded
+        norm2 = np.empty(P, dtype=patches.dtype)  # ||X_b[p]||^2
+        for p in range(P):
+            acc = zero
+            for i in range(d):
+                X[p, i] = patches[b, p, i]
+                acc += X[p, i] * X[p, i]
+            norm2[p] = acc
+        kept = np.empty(L, dtype=np.int64)
+        A = np.empty((K, dp), dtype=patches.dtype)  # At_bn, accumulated here
+        for n in range(N):
+            n_kept = _kept_rows(scale[b, n], kept)
+            A[:] = zero
+            t = zero
+            for j in range(0, n_kept, 2):
+                l0 = kept[j]
+                l1 = kept[j + 1] if j + 1 < n_kept else l0
+                s0 = scale[b, n, l0]
+                s1 = scale[b, n, l1] if j + 1 < n_kept else zero
+                r0, r1 = rows[b, n, l0], rows[b, n, l1]
+                t += s0 * s0 * norm2[r0] + s1 * s1 * norm2[r1]
+                x0, x1 = X[r0], X[r1]  # (dp,)
+                for k in range(K):
+                    w0, w1 = s0 * M3[n, l0, k], s1 * M3[n, l1, k]
+                    a = A[k]
+                    for i in range(dp):
+                        a[i] += w0 * x0[i] + w1 * x1[i]
+            tau[b, n] = t
+            At[b, n] = A[:, :d]
+            for k in range(K):
+                for j in range(k + 1):
+                    acc = zero
+                    for i in range(dp):
+                        acc += A[k, i] * A[j, i]
+                    S[b, k, j] += s[n] * acc
+        for k in range(K):  # S_b is symmetric: copy the lower triangle up
+            for j in range(k):
+                S[b, j, k] = S[b, k, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _kept_rows(scale, kept):
+    """Write the indices l with scale[l] != 0 to the front of ``kept``; return how many.
+
+    Branch-free (the index is always written, the count moves only for kept rows), because
+    whether the ReLU kept a row is a coin flip the processor cannot predict.
+    """
+    n = 0
+    for l in range(scale.shape[0]):
+        kept[n] = l
+        n += scale[l] != 0
+    return n
+
+
+def factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau):
+    """The factored linear backward, with respect to M3 and to the kernel variances s.
+
+    GAt_bn = G_b At_bn                                    (K, d)
+    dM3[n] = 2 s_n sum_b F_bn GAt_bn^T                    (N, L, K)
+    ds_bn  = <GAt_bn, At_bn> + c_b tau_bn                 (B, N)
+
+    At (B, N, K, d) and tau (B, N) from the forward, G (B, K, K) symmetric, s (N,), c (B,).
+    """
+    F = _rows_of(patches, rows, scale)
+    GAt = G[:, None] @ At  # (B, N, K, d)
+    dM3 = 2.0 * s[:, None, None] * np.einsum("bnld,bnkd->nlk", F, GAt, optimize=True)
+    ds = np.einsum("bnkd,bnkd->bn", GAt, At) + c[:, None] * tau
+    return dM3, ds
+
+
+def factored_project_backward(patches, rows, scale, At, G, s, c, tau):
+    """numba twin of :func:`factored_project_backward_numpy` (via
+    :func:`_factored_project_backward`, one partial dM3 per thread)."""
+    return _factored_project_backward(patches, rows, scale, At, G, s, c, tau,
+                                      padded_length(patches.shape[2]), n_chunks())
+
+
+@parallel_jit
+def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, dp, chunks):
+    """The batch is cut into ``chunks`` contiguous pieces, one per thread; each thread sums its
+    examples' contributions to dM3 into its own (N, L, K) partial; the partials are added last.
+
+    For each example b, its patch rows are copied into X (P, dp), zero-padded as in the forward
+    pass. For each (b, n): GA = G_b At_bn (K, dp, zeros after d) and ds_bn; then for the kept
+    rows l, dM3[n, l, k] += scale dot(X[rows[l]], GA[k]), two rows and two k at a time (four dot
+    products share their loads; an odd last row is paired with itself at weight 0, an odd last
+    k with a zero row GA[K]).
+    """
+    B, P, d = patches.shape
+    _, N, K, _ = At.shape
+    L = rows.shape[2]
+    partial = np.zeros((chunks, N, L, K + 1), dtype=patches.dtype)
+    ds = np.empty((B, N), dtype=patches.dtype)
+    zero = patches.dtype.type(0)
+    for t in numba.prange(chunks):
+        X = np.zeros((P, dp), dtype=patches.dtype)  # X_b, zero-padded
+        GA = np.zeros((K + 1, dp), dtype=patches.dtype)  # G_b At_bn; row K and i >= d stay 0
+        kept = np.empty(L, dtype=np.int64)
+        out = partial[t]
+        for b in range(t * B // chunks, (t + 1) * B // chunks):
+            for p in range(P):
+                for i in range(d):
+                    X[p, i] = patches[b, p, i]
+            for n in range(N):
+                GA[:K] = zero
+                for k in range(K):
+                    for j in range(K):
+                        g = G[b, k, j]
+                        for i in range(d):
+                            GA[k, i] += g * At[b, n, j, i]
+                acc = c[b] * tau[b, n]
+                for k in range(K):
+                    for i in range(d):
+                        acc += GA[k, i] * At[b, n, k, i]
+                ds[b, n] = acc
+                n_kept = _kept_rows(scale[b, n], kept)
+                for j in range(0, n_kept, 2):
+                    l0 = kept[j]
+                    l1 = kept[j + 1] if j + 1 < n_kept else l0
+                    s0 = scale[b, n, l0]
+                    s1 = scale[b, n, l1] if j + 1 < n_kept else zero
+                    x0, x1 = X[rows[b, n, l0]], X[rows[b, n, l1]]  # (dp,)
+                    for k in range(0, K, 2):
+                        g0, g1 = GA[k], GA[k + 1]
+                        a00, a01, a10, a11 = zero, zero, zero, zero
+                        for i in range(dp):
+                            a00 += x0[i] * g0[i]
+                            a01 += x0[i] * g1[i]
+                            a10 += x1[i] * g0[i]
+                            a11 += x1[i] * g1[i]
+                        out[n, l0, k] += s0 * a00
+                        out[n, l0, k + 1] += s0 * a01
+                        out[n, l1, k] += s1 * a10
+                        out[n, l1, k + 1] += s1 * a11
+    dM3 = np.zeros((N, L, K), dtype=patches.dtype)
+    for t in range(chunks):
+        dM3 += partial[t, :, :, :K]  # column K took the odd k's zero products
+    for n in range(N):
+        dM3[n] *= 2 * s[n]
+    return dM3, ds
+
+
+def factored_patch_grad_numpy(patches, rows, scale, M3, GAt, s, c):
+    """dl/dpatches (B, P, d) from dF_bn = 2 s_n (M_n G_b At_bn + c_b F_bn) (L, d).
+
+    dpatches[b, rows[b, n, l]] += scale[b, n, l] dF_bn[l]. GAt = G_b At_bn (B, N, K, d), c (B,).
+    """
+    F = _rows_of(patches, rows, scale)
+    dF = np.einsum("nlk,bnkd->bnld", M3, GAt, optimize=True) + c[:, None, None, None] * F
+    dF *= 2.0 * s[None, :, None, None] * scale[..., None]
+    B, P, d = patches.shape
+    out = np.zeros((B, P, d), dtype=patches.dtype)
+    b = np.broadcast_to(np.arange(B)[:, None, None], rows.shape)
+    np.add.at(out, (b.ravel(), rows.ravel()), dF.reshape(-1, d))
+    return out
+
+
+def factored_patch_grad(patches, rows, scale, M3, GAt, s, c):
+    """numba twin of :func:`factored_patch_grad_numpy` (via :func:`_factored_patch_grad`)."""
+    out = np.zeros(patches.shape, dtype=patches.dtype)
+    _factored_patch_grad(patches, rows, scale, M3, GAt, s, c, out)
+    return out
+
+
+@parallel_jit
+def _factored_patch_grad(patches, rows, scale, M3, GAt, s, c, out):
+    """Add dF_bn[l] scale[b, n, l] into out[b, rows[b, n, l]] (B, P, d); parallel over B."""
+    B, P, d = patches.shape
+    N, L, K = M3.shape
+    for b in numba.prange(B):
+        for n in range(N):
+            two_s = 2 * s[n]
+            for l in range(L):
+                sc = scale[b, n, l]
+                if sc == 0:
+                    continue
+                row = rows[b, n, l]
+                for i in range(d):
+                    acc = c[b] * sc * patches[b, row, i]
+                    for k in range(K):
+                        acc += M3[n, l, k] * GAt[b, n, k, i]
+                    out[b, row, i] += two_s * sc * acc
+
+
+# ---------------------------------------------------------------------------------------------
+# the linear layer's mean path on the flattened pooled maps
+# ---------------------------------------------------------------------------------------------
+
+
+def factored_mean_numpy(mu, M, b):
+    """m = mu M + b (B, K) and nn = ||mu_b||^2 (B,), for mu (B, D), M (D, K), b (K,)."""
+    return mu @ M + b, np.einsum("bd,bd->b", mu, mu)
+
+
+def factored_mean(mu, M, b):
+    """numba twin of :func:`factored_mean_numpy`, parallel over the batch."""
+    m = np.empty((mu.shape[0], M.shape[1]), dtype=mu.dtype)
+    nn = np.empty(mu.shape[0], dtype=mu.dtype)
+    _factored_mean(mu, np.ascontiguousarray(M.T), b, m, nn)
+    return m, nn
+
+
+@parallel_jit
+def _factored_mean(mu, MT, b, m, nn):
+    """m[e] = MT mu[e] + b and nn[e] = mu[e] . mu[e]: K + 1 dot products of length D each,
+    along the contiguous axis of mu and of MT = M^T (K, D)."""
+    B, D = mu.shape
+    K = MT.shape[0]
+    for e in numba.prange(B):
+        x = mu[e]
+        for k in range(K):
+            w = MT[k]
+            acc = b[k]
+            for j in range(D):
+                acc += x[j] * w[j]
+            m[e, k] = acc
+        acc = mu.dtype.type(0)
+        for j in range(D):
+            acc += x[j] * x[j]
+        nn[e] = acc
+
+
+def factored_mean_backward_numpy(mu, g, M, c):
+    """dM = mu^T g (D, K) and dmu = g M^T + 2 c mu (B, D); g (B, K), c (B,)."""
+    return mu.T @ g, g @ M.T + 2.0 * c[:, None] * mu
+
+
+def factored_mean_backward(mu, g, M, c):
+    """numba twin of :func:`factored_mean_backward_numpy`, parallel over blocks of D."""
+    dMT = np.empty((M.shape[1], M.shape[0]), dtype=mu.dtype)
+    dmu = np.empty(mu.shape, dtype=mu.dtype)
+    _factored_mean_backward(mu, g, np.ascontiguousarray(M.T), c, dMT, dmu)
+    return dMT.T, dmu
+
+
+MEAN_BLOCK = 256  # inputs j per block: the block's columns of M^T and dM^T stay in L1
+
+
+@parallel_jit
+def _factored_mean_backward(mu, g, MT, c, dMT, dmu):
+    """One pass over mu for both products, with M and dM transposed (K, D) so that every inner
+    loop runs along j, the contiguous axis of mu. The inputs are cut into blocks of MEAN_BLOCK;
+    a thread takes a block and walks the batch, so the block stays in cache and no two threads
+    write the same entries."""
+    B, D = mu.shape
+    K = MT.shape[0]
+    for blk in numba.prange(-(-D // MEAN_BLOCK)):
+        lo, hi = blk * MEAN_BLOCK, min(D, (blk + 1) * MEAN_BLOCK)
+        n = hi - lo  # loops run over range(n) on views: indices known to be >= 0 vectorise
+        dMT[:, lo:hi] = 0
+        for e in range(B):
+            two_c = 2 * c[e]
+            out, x = dmu[e, lo:hi], mu[e, lo:hi]
+            for j in range(n):
+                out[j] = two_c * x[j]
+            for k in range(K):
+                gk = g[e, k]
+                w, a = MT[k, lo:hi], dMT[k, lo:hi]
+                for j in range(n):
+                    out[j] += gk * w[j]
+                for j in range(n):
+                    a[j] += gk * x[j]
