@@ -22,7 +22,8 @@ Forward moments (first order at the nonlinearities)::
     Max-pool 2x2 (argmax of m):   gather m             gather rows and columns of S
     Softmax:                      p = softmax(m)       J S J,  J = diag(p) - p p^T
 
-The paper CNN (conv -> ReLU -> max-pool -> flatten -> FC -> softmax) is computed in the factored
+The paper CNN (conv -> ReLU -> max-pool -> flatten -> FC -> softmax; computed, like tinybnn's
+``paper_cnn``, with the max-pool first, which gives the same numbers) is computed in the factored
 form of VDP-MATH, which never builds a P x P matrix. With ``S_k`` the Q pooled argmax positions
 of kernel k, ``X_S`` their patch rows (Q, d), ``d_S`` the ReLU mask there and ``W_k`` the rows
 ``W[k Q:(k+1) Q]`` of the FC means (channel-major flatten)::
@@ -159,7 +160,9 @@ def cnn_moments(p, x):
     B, K = x.shape[0], W.shape[1]
 
     mu = F.conv2d(x, M)                                     # (B, N, Ho, Wo)
-    pooled, idx = F.max_pool2d(F.relu(mu), 2, 2, ceil_mode=True, return_indices=True)
+    # pool, then ReLU, as tinybnn's paper_cnn does: the same numbers as ReLU first, fewer values
+    pooled, idx = F.max_pool2d(mu, 2, 2, ceil_mode=True, return_indices=True)
+    pooled = F.relu(pooled)
     Q = pooled.shape[2] * pooled.shape[3]
     m_f = pooled.reshape(B, N * Q)                          # channel-major flatten
 
@@ -182,8 +185,8 @@ def cnn_moments(p, x):
 
 
 def cnn_vanilla_logits(p, x):
-    """Vanilla paper CNN (point weights): conv -> ReLU -> max-pool -> flatten -> FC. (B, K)."""
-    h = F.max_pool2d(F.relu(F.conv2d(x, p["conv.M"])), 2, 2, ceil_mode=True)
+    """Vanilla paper CNN (point weights): conv -> max-pool -> ReLU -> flatten -> FC. (B, K)."""
+    h = F.relu(F.max_pool2d(F.conv2d(x, p["conv.M"]), 2, 2, ceil_mode=True))
     return h.reshape(x.shape[0], -1) @ p["fc.M"] + p["fc.b"]
 
 

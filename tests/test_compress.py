@@ -79,6 +79,21 @@ def test_start_from_a_model_file(run, tmp_path):
     assert not (tmp_path / "trained.npz").exists()  # nothing was trained
 
 
+def test_model_file_with_the_relu_before_the_pool(tmp_path):
+    """Files written before paper_cnn pooled first (ReLU -> max-pool) still compress."""
+    from tinybnn.model import Sequential, paper_cnn
+
+    layers = dict(paper_cnn(4, input_shape=(1, 8, 8), seed=1).layers)
+    order = ["conv", "relu", "pool", "flatten", "fc", "softmax"]
+    io.save(tmp_path / "old.npz", Sequential([(n, layers[n]) for n in order],
+                                             input_shape=(1, 8, 8)), {})
+    opts = dict(QUICK, baselines=False, max_stages=1)
+    report = compress_run(CompressOptions(**opts, model=str(tmp_path / "old.npz"),
+                                          out=str(tmp_path / "o")), log=lambda m: None)
+    assert report["start_kernels"] == 4 and report["final_kernels"] == 3
+    assert [n for n, _ in io.load(tmp_path / "o" / "model.npz")[0].layers] == order
+
+
 def test_mlp_hidden_units_compress(tmp_path):
     """Beyond the paper: the units of an MLP's first hidden layer, ranked by incoming norm."""
     opts = dict(QUICK, architecture="mlp", kernels=12, hidden="6", baselines=False,

@@ -4,11 +4,11 @@ factored path against an explicit P x P implementation, and batch against per-ex
 import numpy as np
 import pytest
 
-from tinybnn.gaussian import Full
+from tinybnn.gaussian import Full, Point
 from tinybnn.gradcheck import check_gradient
 from tinybnn.layers import Softmax
 from tinybnn.losses import Objective, gaussian_nll, one_hot
-from tinybnn.model import loss_and_grads, mlp, paper_cnn, small_cnn
+from tinybnn.model import Sequential, loss_and_grads, mlp, paper_cnn, small_cnn
 
 PRESETS = [Objective("elbo", n_train=50), Objective("authors2019"), Objective("authors_later")]
 
@@ -69,6 +69,37 @@ def test_vanilla_cnn_gradients():
     model = paper_cnn(3, bayesian=False, input_shape=(1, 10, 10), kernel_size=3, n_classes=4)
     x, y = tiny_batch(rng)
     check_model(model, x, y, Objective())
+
+
+@pytest.mark.parametrize("bayesian", [True, False])
+def test_pooling_first_equals_relu_first(bayesian):
+    """paper_cnn pools before the ReLU; the paper's order (ReLU first) gives the same loss,
+    parameter gradients and input gradient, exactly, windows that are wholly <= 0 included."""
+    rng = np.random.default_rng(8)
+    x, y = tiny_batch(rng, B=4, shape=(1, 12, 12))
+    x -= 0.6  # many negative conv outputs, so some 2 x 2 windows are all <= 0
+    model = paper_cnn(4, bayesian=bayesian, input_shape=(1, 12, 12), kernel_size=3, n_classes=4,
+                      seed=3, rho_range=(-3, -1))
+    names = [n for n, _ in model.layers]
+    assert names[:3] == ["conv", "pool", "relu"]
+    layers = dict(model.layers)
+    paper = Sequential([(n, layers[n]) for n in ["conv", "relu", "pool"] + names[3:]],
+                       input_shape=(1, 12, 12))
+    maps = layers["conv"].forward(Point(x)).mean  # (B, N, 10, 10)
+    window_max = maps.reshape(4, 4, 5, 2, 5, 2).max(axis=(3, 5))
+    assert (window_max <= 0).any() and (window_max > 0).any()
+    results = []
+    for net in (model, paper):
+        parts, grads = loss_and_grads(net, x, y, Objective("authors2019"))
+        grads = {k: g.copy() for k, g in grads.items()}
+        out = net.forward(x, input_grad=True)
+        dout = type(out)(*(np.ones_like(v) for v in vars(out).values()))
+        results.append((parts.total, grads, net.backward(dout).mean))
+    (l1, g1, dx1), (l2, g2, dx2) = results
+    assert l1 == l2
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], g2[k])
+    np.testing.assert_array_equal(dx1, dx2)
 
 
 @pytest.mark.parametrize("objective", PRESETS, ids=lambda o: o.regulariser)

@@ -69,11 +69,12 @@ class Target:
     def check(self, model, path):
         """Raise ConfigError unless ``model`` (read from ``path``) is of this kind."""
         kinds = [type(layer).__name__ for _, layer in model.layers]
-        cnn = ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "Softmax"]
-        ok = kinds == cnn if self.kind == "cnn" else (
+        cnn = (["Conv2d", "MaxPool2d", "ReLU", "Flatten", "Linear", "Softmax"],
+               ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "Softmax"])  # older files
+        ok = kinds in cnn if self.kind == "cnn" else (
             kinds[:2] == ["Flatten", "Linear"] and kinds[-1] == "Softmax" and "Conv2d" not in kinds)
         if not ok or not model.bayesian:
-            want = "a Bayesian paper CNN (conv -> relu -> pool -> flatten -> fc -> softmax)" \
+            want = "a Bayesian paper CNN (conv -> pool -> relu -> flatten -> fc -> softmax)" \
                 if self.kind == "cnn" else "a Bayesian MLP classifier"
             raise ConfigError(f"{path} is not {want}; found layers {' -> '.join(kinds)}")
         if model.input_shape != self.input_shape:

@@ -163,7 +163,16 @@ def _positional(kind, ls):
 
 def paper_cnn(n_kernels, *, bayesian=True, input_shape=(1, 28, 28), kernel_size=5, n_classes=10,
               seed=0, dtype=np.float64, rho_range=(-12.0, -2.2), init_std=0.1):
-    """conv r x r (N kernels, VALID) -> ReLU -> max-pool 2 -> flatten -> linear K -> softmax.
+    """The paper's conv r x r (N kernels, VALID) -> ReLU -> max-pool 2 -> flatten -> linear K
+    (-> softmax), built with the max-pool before the ReLU.
+
+    The two orders compute the same numbers, forward and backward: a first-order ReLU is
+    monotone and keeps its input's factor rows where the mean is positive, so the max of the
+    rectified window is the rectified max, taken at the same position; where a whole window is
+    <= 0 both orders output mean 0 with scale 0 (tests/test_core_network.py checks the equality).
+    Pooling first lets the ReLU work on a quarter of the maps: the training step is 1.05-1.26x
+    faster for the Bayesian network, up to 1.33x for the vanilla one
+    (``benchmarks/bench_train_step.py --relu-first``). Model files with the ReLU first still load.
 
     The vanilla network (``bayesian=False``) ends at the logits (cross-entropy is computed on
     them); :func:`tinybnn.evaluate.predict` applies the softmax for both.
@@ -177,8 +186,8 @@ def paper_cnn(n_kernels, *, bayesian=True, input_shape=(1, 28, 28), kernel_size=
     L = ((Hc + 1) // 2) * ((Wc + 1) // 2)
     rng = np.random.default_rng(seed)
     kw = dict(bayesian=bayesian, rng=rng, dtype=dtype, rho_range=rho_range, init_std=init_std)
-    layers = [("conv", Conv2d(C, int(n_kernels), kernel_size, **kw)), ("relu", ReLU()),
-              ("pool", MaxPool2d()), ("flatten", Flatten()),
+    layers = [("conv", Conv2d(C, int(n_kernels), kernel_size, **kw)), ("pool", MaxPool2d()),
+              ("relu", ReLU()), ("flatten", Flatten()),
               ("fc", Linear(int(n_kernels) * L, n_classes, **kw))]
     if bayesian:
         layers.append(("softmax", Softmax()))
