@@ -11,7 +11,7 @@ name               regulariser        epochs  batch  Adam rate          rho init
 ``tinybnn``        L1 + variance      4       50     3e-3 -> 1e-4       U[-10, -9] this library: the
                    (as authors2019)                                                2019 loss, a laptop
                                                                                    schedule
-``elbo_beta``      KL / N_train,      12      50     3e-3 -> 1e-4       U[-10, -9] this library: the
+``elbo_beta``      KL / N_train,      12      50     1e-3 -> 1e-4       U[-10, -9] this library: the
                    beta-NLL, beta 1                                                ELBO with beta-NLL
 =================  =================  ======  =====  =================  =========  ===================
 
@@ -69,9 +69,9 @@ PRESETS = {
     "tinybnn": Preset("tinybnn", "authors2019", 4, 50, 3e-3, 1e-4, SMALL_RHO,
                       "tinybnn's laptop recipe: the 2019 regulariser, batch 50, Adam 3e-3 "
                       "decaying to 1e-4, small initial variances"),
-    "elbo_beta": Preset("elbo_beta", "elbo", 12, 50, 3e-3, 1e-4, SMALL_RHO,
+    "elbo_beta": Preset("elbo_beta", "elbo", 12, 50, 1e-3, 1e-4, SMALL_RHO,
                         "tinybnn's recipe for VDP MLPs: the textbook ELBO with beta-NLL "
-                        "(beta = 1), batch 50, Adam 3e-3 decaying to 1e-4, 12 epochs",
+                        "(beta = 1), batch 50, Adam 1e-3 decaying to 1e-4, 12 epochs",
                         nll_beta=1.0),
 }
 
