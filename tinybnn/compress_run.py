@@ -22,7 +22,6 @@ import numpy as np
 from . import compress as C
 from . import data, io, plots, presets
 from .errors import ConfigError
-from .losses import Objective
 from .prune import CRITERIA, RULES, check_rule, rank, select, unit_means
 from .report import write_markdown
 from .runs import hidden_sizes, option, prepare_output, write_json
@@ -154,8 +153,8 @@ def compress_run(options, *, log=print):
                           f"found {o.batch_size}")
     out = prepare_output(o.out)
     t_start = time.perf_counter()
-    p = presets.get(o.preset)
-    objective = Objective(p.regulariser, n_train=len(ds.train.y), nll_beta=p.nll_beta)
+    preset = presets.get(o.preset)
+    objective = preset.objective(len(ds.train.y))
     train_kw = dict(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, final_lr=o.final_lr,
                     progress=o.progress)
     finetune_kw = dict(train_kw, epochs=o.finetune_epochs, lr=o.final_lr or o.lr, final_lr=None)
@@ -168,7 +167,7 @@ def compress_run(options, *, log=print):
                                              vanilla=o.baselines, bayes=start_model)
     if start_model is None:
         io.save(out / "trained.npz", bayes,
-                {"options": asdict(o), "preset": presets.get(o.preset).as_dict(),
+                {"options": asdict(o), "preset": preset.as_dict(),
                  "history": histories["bayes"], "complete": True})
     preview = select(rank(bayes, target.layer, o.criterion), o.rule, o.value)  # fails early
     timing_x = ds.test.x[:500]
@@ -214,7 +213,7 @@ def compress_run(options, *, log=print):
         stop = "stopped"
     log(f"stopped: {stop}")
     io.save(out / "model.npz", current,
-            {"options": asdict(o), "preset": presets.get(o.preset).as_dict(),
+            {"options": asdict(o), "preset": preset.as_dict(),
              "kernel_ids": ids, "stop_reason": stop, "complete": True})
     accepted_rows = [r for r in stage_rows if r.get("accepted", True)]
     curves = {"Bayesian, self-compression":

@@ -36,6 +36,7 @@ takes them past 97.5 % (the README gives the figures and commands). It is not th
 from dataclasses import asdict, dataclass
 
 from .errors import ConfigError
+from .losses import Objective
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class Preset:
 
     def as_dict(self):
         return asdict(self)
+
+    def objective(self, n_train, nll_beta=None):
+        """The loss this preset trains with, for ``n_train`` training examples (the elbo's
+        N_train); ``nll_beta`` None means the preset's."""
+        beta = self.nll_beta if nll_beta is None else nll_beta
+        return Objective(self.regulariser, n_train=n_train, nll_beta=beta)
 
 
 AUTHORS_RHO = (-12.0, -2.2)

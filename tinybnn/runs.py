@@ -23,7 +23,6 @@ import numpy as np
 from . import data, io, presets
 from .errors import ConfigError
 from .evaluate import evaluate
-from .losses import Objective
 from .model import mlp, paper_cnn
 from .train import fit
 
@@ -182,9 +181,9 @@ def train_run(options):
         raise ConfigError(f"batch size must be at most the {len(ds.train.y)} training images, "
                           f"found {o.batch_size}")
     model = build_model(o, ds.train.x.shape[1:], len(ds.classes))
-    objective = Objective(presets.get(o.preset).regulariser, n_train=len(ds.train.y),
-                          nll_beta=o.nll_beta)
-    meta = {"options": asdict(o), "preset": presets.get(o.preset).as_dict(),
+    preset = presets.get(o.preset)
+    objective = preset.objective(len(ds.train.y), nll_beta=o.nll_beta)
+    meta = {"options": asdict(o), "preset": preset.as_dict(),
             "classes": list(ds.classes)}
     start = time.perf_counter()
     history = fit(model, ds.train, val=ds.val, objective=objective, epochs=o.epochs,

@@ -133,9 +133,9 @@ class Linear(Layer):
         self._check_mean(mu)
         return linear_mean(mu, self.params["M"], self.params.get("b"))
 
-    def _mean_grads(self, mu, g):
-        """Mean-path parameter gradients dM += mu^T g, db = sum_b g."""
-        self.grads["M"] = mu.T @ g  # (D, K)
+    def _mean_grads(self, mu, g, dM=None):
+        """Mean-path parameter gradients dM = mu^T g (or the ``dM`` given), db = sum_b g."""
+        self.grads["M"] = mu.T @ g if dM is None else dM  # (D, K)
         if self.has_bias:
             self.grads["b"] = g.sum(axis=0)
 
@@ -295,10 +295,8 @@ class Linear(Layer):
         # dM_k = 2 s_k F_k A_k G (N, L, K) and ds_k = <G, A_k^T A_k> + c tau_k (B, N)
         dM3, ds_in = kf.factored_project_backward(x.patches, x.rows, x.scale, At, G, x.s, c, tau)
         # the mean path: dM = mu^T g, dmu = g M^T + 2 c mu, in one pass over mu
-        self.grads["M"], dmu = kf.factored_mean_backward(x.mean, g, M, c)
-        self.grads["M"] += dM3.reshape(N * L, self.d_out)
-        if self.has_bias:
-            self.grads["b"] = g.sum(axis=0)
+        dM, dmu = kf.factored_mean_backward(x.mean, g, M, c)
+        self._mean_grads(x.mean, g, dM + dM3.reshape(N * L, self.d_out))
         dpatches = None
         if x.track_patches:
             GAt = G[:, None] @ At  # G A_k^T = (A_k G)^T  (B, N, K, d)
