@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tinybnn import data, io, plots  # noqa: E402
+from tinybnn import data, io, plots, plots_uncertainty  # noqa: E402
 from tinybnn.functions import relu, relu_grad, softmax  # noqa: E402
 from tinybnn.gaussian import Diagonal, Full, Point  # noqa: E402
 from tinybnn.layers import ReLU, ReLUExact  # noqa: E402
@@ -252,7 +252,7 @@ def main(argv=None):
     result["layer_seconds_B100_K100"] = layer_cost()
     (out / "relu_moments.json").write_text(json.dumps(result, indent=2) + "\n")
     if scatter is not None:
-        plots.save(plots.relu_variances(*scatter), out / "relu_moments.png")
+        plots.save(plots_uncertainty.relu_variances(*scatter), out / "relu_moments.png")
     print(json.dumps(result, indent=1))
 
 

@@ -186,8 +186,6 @@ def _without_arrays(ood):
 
 def uncertainty_run(options, log=print):
     """Measure, write uncertainty.json and the PNGs; returns the JSON dict."""
-    from . import plots
-
     o, stds, eps = options.checked()
     out = prepare_output(o.out)
     start = time.perf_counter()
@@ -229,7 +227,7 @@ def uncertainty_run(options, log=print):
         result["monte_carlo"] = monte_carlo(models["bayes"][0], propagated["bayes"], o)
     result["seconds"] = time.perf_counter() - start
     write_json(out / "uncertainty.json", result)
-    _figures(plots, result, ood_raw, out, o)
+    _figures(result, ood_raw, out, o)
     return result
 
 
@@ -253,7 +251,10 @@ def monte_carlo(model, prop, o):
     return out
 
 
-def _figures(plots, result, ood_raw, out, o):
+def _figures(result, ood_raw, out, o):
+    """Write the PNGs of a run (matplotlib is imported only here, when there is a figure)."""
+    from . import plots, plots_uncertainty as pu
+
     kinds = ("bayes", "vanilla")
     on_mnist = o.dataset == "mnist"
     ref = AUTHORS_REPORTED
@@ -267,16 +268,16 @@ def _figures(plots, result, ood_raw, out, o):
                                                                  f["deterministic"])}
                 if on_mnist else None)
     n = result["n_test"]
-    plots.save(plots.noise_robustness({k: result["noise"][k] for k in kinds}, noise_ref,
+    plots.save(pu.noise_robustness({k: result["noise"][k] for k in kinds}, noise_ref,
                                       title=f"Additive Gaussian noise, {o.dataset} "
                                             f"({n} test images)"), out / "noise.png")
-    plots.save(plots.fgsm_robustness(result["fgsm"], fgsm_ref,
+    plots.save(pu.fgsm_robustness(result["fgsm"], fgsm_ref,
                                      title=f"FGSM, {o.dataset} ({n} test images)"),
                out / "fgsm.png")
-    plots.save(plots.ood_histograms(ood_raw, in_name=o.dataset, out_name=o.ood_dataset),
+    plots.save(pu.ood_histograms(ood_raw, in_name=o.dataset, out_name=o.ood_dataset),
                out / "ood.png")
-    plots.save(plots.reliability_diagram(result["calibration"],
+    plots.save(pu.reliability_diagram(result["calibration"],
                                          title=f"Reliability diagram, {o.dataset}"),
                out / "reliability.png")
     if "monte_carlo" in result:
-        plots.save(plots.mc_convergence(result["monte_carlo"]), out / "monte_carlo.png")
+        plots.save(pu.mc_convergence(result["monte_carlo"]), out / "monte_carlo.png")
