@@ -7,6 +7,7 @@ import pytest
 
 from tinybnn import kernels as kn
 from tinybnn import kernels_factored as kf
+from tinybnn import kernels_step as ks
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
@@ -117,16 +118,29 @@ def test_factored_kernels(dtype, B):
           kf.factored_patch_grad_numpy(patches, rows, scale, M3, GAt, s, c), dtype)
 
 
-def test_factored_backward_partial_sums_do_not_depend_on_the_thread_count():
-    """The per-thread partial sums of dM3 add up to the same result for any number of chunks."""
+@pytest.mark.parametrize("compiled", ["parallel", "serial"])
+def test_factored_backward_partial_sums_do_not_depend_on_the_thread_count(compiled):
+    """The per-thread partial sums of dM3 add up to the same result for any number of chunks,
+    in the parallel and the serial compilation of the loop (kernels.BatchLoop)."""
     patches, rows, scale, M3, At, G, s, c, tau = factored_inputs(np.random.default_rng(6),
                                                                  np.float64, B=5)
     want = kf.factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau)
+    loop = getattr(kf._factored_project_backward, compiled)
     for chunks in (1, 2, 3, 7):
-        got = kf._factored_project_backward(patches, rows, scale, At, G, s, c, tau,
-                                            kf.padded_length(patches.shape[2]), chunks)
+        got = loop(patches, rows, scale, At, G, s, c, tau, kf.padded_length(patches.shape[2]),
+                   chunks)
         for a, b in zip(got, want):
             close(a, b, np.float64)
+
+
+@pytest.mark.parametrize("batch,threads,expected", [(1, 2, "serial"), (3, 2, "serial"),
+                                                     (4, 2, "parallel"), (100, 1, "serial")])
+def test_batch_loops_run_serially_below_the_crossover(batch, threads, expected, monkeypatch):
+    """A BatchLoop picks its serial compilation for a small batch or a single thread."""
+    monkeypatch.setattr(kn.numba, "get_num_threads", lambda: threads)
+    loop = kn._maxpool
+    assert loop.pick(batch) is getattr(loop, expected)
+    assert loop.chunks(batch) == (threads if expected == "parallel" else 1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -144,3 +158,72 @@ def test_factored_mean_kernels(dtype, B, D, K):
         for a, w in zip(got, want):
             assert a.shape == w.shape and a.dtype == dtype
             close(a, w, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-step loops (tinybnn.kernels_step)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_update_rounds_exactly_as_numpy(dtype):
+    """Three Adam steps in the loop and in NumPy give bit-identical parameters and moments."""
+    rng = np.random.default_rng(10)
+    p0, m0, v0 = (rng.normal(size=(7, 5)).astype(dtype) for _ in range(3))
+    v0 = np.abs(v0)
+    a, b = [x.copy() for x in (p0, m0, v0)], [x.copy() for x in (p0, m0, v0)]
+    for t in range(1, 4):
+        g = rng.normal(size=(7, 5)).astype(dtype)
+        c1, c2 = 1 - 0.9**t, 1 - 0.999**t
+        ks.adam_update(*a[:1], g, *a[1:], 1e-3 / c1, 0.9, 0.999, c2, 1e-8)
+        ks.adam_update_numpy(*b[:1], g, *b[1:], 1e-3 / c1, 0.9, 0.999, c2, 1e-8)
+    for x, y in zip(a, b):
+        assert x.dtype == dtype
+        np.testing.assert_array_equal(x, y)
+
+
+def spd_batch(rng, B, K, dtype):
+    A = rng.normal(size=(B, K, K))
+    return (A @ A.transpose(0, 2, 1) / K + 0.1 * np.eye(K)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nll_full_kernel(dtype):
+    rng = np.random.default_rng(11)
+    B, K = 4, 6
+    mean, target = rng.random((B, K)).astype(dtype), np.eye(K, dtype=dtype)[[0, 3, 5, 1]]
+    cov = spd_batch(rng, B, K, dtype)
+    got, want = ks.nll_full(mean, cov, target, 1e-3), ks.nll_full_numpy(mean, cov, target, 1e-3)
+    assert got[4] == want[4] == -1
+    for a, w in zip(got[:4], want[:4]):
+        assert a.dtype == dtype
+        close(a, w, dtype)
+    cov[2] = -np.eye(K)  # not positive definite, even with the jitter: example 2 is named
+    assert ks.nll_full(mean, cov, target, 1e-3)[4] == 2
+    assert ks.nll_full_numpy(mean, cov, target, 1e-3)[4] == 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_full_kernels(dtype):
+    rng = np.random.default_rng(12)
+    B, K = 3, 5
+    mu, S = (3 * rng.normal(size=(B, K))).astype(dtype), spd_batch(rng, B, K, dtype)
+    for a, w in zip(ks.softmax_full(mu, S), ks.softmax_full_numpy(mu, S)):
+        close(a, w, dtype)
+    p, J, JS, _ = ks.softmax_full_numpy(mu, S)
+    g, G = rng.normal(size=(B, K)).astype(dtype), spd_batch(rng, B, K, dtype)
+    for a, w in zip(ks.softmax_full_backward(p, J, JS, g, G),
+                    ks.softmax_full_backward_numpy(p, J, JS, g, G)):
+        close(a, w, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_l1_and_sign(dtype):
+    rng = np.random.default_rng(13)
+    M = rng.normal(size=(40, 6)).astype(dtype)
+    M[0, :3] = 0.0  # sign(0) = 0
+    total, dM = ks.l1_and_sign(M, 0.5)
+    want_total, want_dM = ks.l1_and_sign_numpy(M, 0.5)
+    np.testing.assert_array_equal(dM, want_dM)
+    assert dM.dtype == dtype and dM[0, 0] == 0
+    assert total == pytest.approx(float(want_total), rel=TOL[dtype])

@@ -14,6 +14,10 @@ How they are made fast (docs/COST.md has the measurements):
 - ``numba.prange`` over the batch, the only axis long enough to share between threads; a kernel
   whose output is summed over the batch gives each thread its own partial sum (no races), added
   up at the end;
+- each loop is compiled twice (:class:`BatchLoop`): shared between threads, and serial. Below
+  :data:`PARALLEL_MIN_BATCH` examples the serial one runs: waking the thread team costs more than
+  a small batch's work (one image per update: a 1.9 ms step with 2 threads against 1.3 ms
+  serial, measured; docs/COST.md has the crossover);
 - large dense products are left to BLAS (``@`` in the layers), never called inside these loops;
   and since both thread pools spin for a while after their work ends, a network that uses these
   loops runs its BLAS on one thread (:mod:`tinybnn.threads`), so the two pools do not fight over
@@ -24,18 +28,54 @@ d = C r r patch length (ordered (c, i, j) like ``M.reshape(N, -1)``), N channels
 per channel after pooling, K units of the next layer.
 """
 
+import functools
+import types
+
 import numba
 import numpy as np
 
 # fastmath only lets LLVM reorder sums and fuse multiply-adds (so reductions vectorise); the
 # flags that would let it assume no NaN or Inf stay off, so a divergence still shows as NaN.
 _FASTMATH = {"reassoc", "contract"}
-parallel_jit = numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+PARALLEL_MIN_BATCH = 4  # below this many examples a BatchLoop runs serially (docs/COST.md)
 
 
-def n_chunks():
-    """How many per-thread partial sums a batch-reducing kernel keeps: numba's thread count."""
-    return numba.get_num_threads()
+class BatchLoop:
+    """A loop whose outer ``numba.prange`` runs over the batch, compiled two ways.
+
+    ``loop(batch, *args)`` runs ``loop.parallel`` (the prange shared between numba's threads)
+    for a batch of at least :data:`PARALLEL_MIN_BATCH` examples when numba has more than one
+    thread, and ``loop.serial`` (the same code, prange as a plain range) otherwise. Each is
+    compiled on its first call, so a run compiles only the ones it uses. ``loop.py_func`` is the
+    plain Python function.
+    """
+
+    def __init__(self, fn):
+        self.py_func = fn
+        self.parallel = numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)(fn)
+        # a copy under its own name, so that numba's on-disk cache keeps the two apart
+        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                  fn.__defaults__, fn.__closure__)
+        twin.__qualname__ = fn.__qualname__ + "_serial"
+        self.serial = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(twin)
+        functools.update_wrapper(self, fn)
+
+    def pick(self, batch):
+        """The compiled loop for a batch of ``batch`` examples."""
+        if batch >= PARALLEL_MIN_BATCH and numba.get_num_threads() > 1:
+            return self.parallel
+        return self.serial
+
+    def __call__(self, batch, *args):
+        return self.pick(batch)(*args)
+
+    def chunks(self, batch):
+        """How many per-thread partial sums a batch-reducing loop keeps: numba's thread count
+        for the parallel loop, 1 for the serial one."""
+        return numba.get_num_threads() if self.pick(batch) is self.parallel else 1
+
+
+parallel_jit = BatchLoop  # the decorator of every loop over the batch below
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +110,7 @@ def im2col(x, r):
     """numba twin of :func:`im2col_numpy` (via :func:`_im2col`)."""
     B, C, H, W = x.shape
     out = np.empty((B, (H - r + 1) * (W - r + 1), C * r * r), dtype=x.dtype)
-    _im2col(x, r, out)
+    _im2col(B, x, r, out)
     return out
 
 
@@ -94,7 +134,7 @@ def _im2col(x, r, out):
 def col2im(cols, shape, r):
     """numba twin of :func:`col2im_numpy` (via :func:`_col2im`)."""
     out = np.zeros(shape, dtype=cols.dtype)
-    _col2im(cols, r, out)
+    _col2im(cols.shape[0], cols, r, out)
     return out
 
 
@@ -140,9 +180,9 @@ def relu_scale(mean, scale):
     out = np.empty(mean.shape, dtype=mean.dtype)
     out_scale = np.empty(mean.shape, dtype=mean.dtype)
     if not any(scale.strides):
-        _relu_constant_scale(mean, scale.reshape(-1)[0], out, out_scale)
+        _relu_constant_scale(mean.shape[0], mean, scale.reshape(-1)[0], out, out_scale)
     else:
-        _relu_scale(mean, scale, out, out_scale)
+        _relu_scale(mean.shape[0], mean, scale, out, out_scale)
     return out, out_scale
 
 
@@ -184,7 +224,7 @@ def relu_backward(g, y):
     """numba twin of :func:`relu_backward_numpy` (via :func:`_relu_backward1`, flat arrays)."""
     g, y = np.ascontiguousarray(g), np.ascontiguousarray(y)
     out = np.empty(g.shape, dtype=g.dtype)
-    _relu_backward1(g.reshape(-1), y.reshape(-1), out.reshape(-1))
+    _relu_backward1(g.shape[0], g.reshape(-1), y.reshape(-1), out.reshape(-1))
     return out
 
 
@@ -230,7 +270,7 @@ def maxpool(m):
     Ho, Wo = (H + 1) // 2, (W + 1) // 2
     idx = np.empty((B, C, Ho, Wo), dtype=np.int64)
     out = np.empty((B, C, Ho, Wo), dtype=m.dtype)
-    _maxpool(m, idx, out)
+    _maxpool(B, m, idx, out)
     return idx, out
 
 
@@ -279,7 +319,7 @@ def gather(a, idx):
     broadcast array of row numbers, and is read in place."""
     B, C = idx.shape[:2]
     out = np.empty(idx.shape, dtype=a.dtype)
-    _gather3(a.reshape(B, C, -1), idx.reshape(B, C, -1), out.reshape(B, C, -1))
+    _gather3(B, a.reshape(B, C, -1), idx.reshape(B, C, -1), out.reshape(B, C, -1))
     return out
 
 
@@ -305,7 +345,7 @@ def scatter(g, idx, shape):
     """numba twin of :func:`scatter_numpy` (via :func:`_scatter3`)."""
     B, C = idx.shape[:2]
     out = np.zeros(shape, dtype=g.dtype)
-    _scatter3(g.reshape(B, C, -1), idx.reshape(B, C, -1), out.reshape(B, C, -1))
+    _scatter3(B, g.reshape(B, C, -1), idx.reshape(B, C, -1), out.reshape(B, C, -1))
     return out
 
 

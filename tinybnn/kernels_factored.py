@@ -17,7 +17,7 @@ the linear layer, D = N L its inputs.
 import numba
 import numpy as np
 
-from .kernels import n_chunks, parallel_jit
+from .kernels import parallel_jit
 
 
 def _rows_of(patches, rows, scale):
@@ -49,7 +49,7 @@ def factored_project(patches, rows, scale, M3, s):
     At = np.zeros((B, N, K, d), dtype=patches.dtype)
     tau = np.zeros((B, N), dtype=patches.dtype)
     S = np.zeros((B, K, K), dtype=patches.dtype)
-    _factored_project(patches, rows, scale, M3, s, padded_length(d), At, tau, S)
+    _factored_project(B, patches, rows, scale, M3, s, padded_length(d), At, tau, S)
     return At, tau, S
 
 
@@ -148,8 +148,10 @@ def factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau):
 def factored_project_backward(patches, rows, scale, At, G, s, c, tau):
     """numba twin of :func:`factored_project_backward_numpy` (via
     :func:`_factored_project_backward`, one partial dM3 per thread)."""
-    return _factored_project_backward(patches, rows, scale, At, G, s, c, tau,
-                                      padded_length(patches.shape[2]), n_chunks())
+    B = patches.shape[0]
+    return _factored_project_backward(B, patches, rows, scale, At, G, s, c, tau,
+                                      padded_length(patches.shape[2]),
+                                      _factored_project_backward.chunks(B))
 
 
 @parallel_jit
@@ -235,7 +237,7 @@ def factored_patch_grad_numpy(patches, rows, scale, M3, GAt, s, c):
 def factored_patch_grad(patches, rows, scale, M3, GAt, s, c):
     """numba twin of :func:`factored_patch_grad_numpy` (via :func:`_factored_patch_grad`)."""
     out = np.zeros(patches.shape, dtype=patches.dtype)
-    _factored_patch_grad(patches, rows, scale, M3, GAt, s, c, out)
+    _factored_patch_grad(patches.shape[0], patches, rows, scale, M3, GAt, s, c, out)
     return out
 
 
@@ -273,28 +275,28 @@ def factored_mean(mu, M, b):
     """numba twin of :func:`factored_mean_numpy`, parallel over the batch."""
     m = np.empty((mu.shape[0], M.shape[1]), dtype=mu.dtype)
     nn = np.empty(mu.shape[0], dtype=mu.dtype)
-    _factored_mean(mu, np.ascontiguousarray(M.T), b, m, nn)
+    _factored_mean(mu.shape[0], mu, M, b, m, nn)
     return m, nn
 
 
 @parallel_jit
-def _factored_mean(mu, MT, b, m, nn):
-    """m[e] = MT mu[e] + b and nn[e] = mu[e] . mu[e]: K + 1 dot products of length D each,
-    along the contiguous axis of mu and of MT = M^T (K, D)."""
+def _factored_mean(mu, M, b, m, nn):
+    """m[e] = mu[e] M + b and nn[e] = mu[e] . mu[e] in one pass over mu[e] and M, read as they
+    are stored (M (D, K) row by row: K = 10 products per input j, no transposed copy)."""
     B, D = mu.shape
-    K = MT.shape[0]
+    K = M.shape[1]
     for e in numba.prange(B):
         x = mu[e]
-        for k in range(K):
-            w = MT[k]
-            acc = b[k]
-            for j in range(D):
-                acc += x[j] * w[j]
-            m[e, k] = acc
-        acc = mu.dtype.type(0)
+        acc = b.copy()  # (K,)
+        sq = mu.dtype.type(0)
         for j in range(D):
-            acc += x[j] * x[j]
-        nn[e] = acc
+            xj = x[j]
+            sq += xj * xj
+            w = M[j]
+            for k in range(K):
+                acc[k] += xj * w[k]
+        m[e] = acc
+        nn[e] = sq
 
 
 def factored_mean_backward_numpy(mu, g, M, c):
@@ -304,36 +306,33 @@ def factored_mean_backward_numpy(mu, g, M, c):
 
 def factored_mean_backward(mu, g, M, c):
     """numba twin of :func:`factored_mean_backward_numpy`, parallel over blocks of D."""
-    dMT = np.empty((M.shape[1], M.shape[0]), dtype=mu.dtype)
+    dM = np.empty(M.shape, dtype=mu.dtype)
     dmu = np.empty(mu.shape, dtype=mu.dtype)
-    _factored_mean_backward(mu, g, np.ascontiguousarray(M.T), c, dMT, dmu)
-    return dMT.T, dmu
+    _factored_mean_backward(mu.shape[0], mu, g, M, c, dM, dmu)
+    return dM, dmu
 
 
-MEAN_BLOCK = 256  # inputs j per block: the block's columns of M^T and dM^T stay in L1
+MEAN_BLOCK = 256  # inputs j per block: the block's rows of M and dM stay in L1
 
 
 @parallel_jit
-def _factored_mean_backward(mu, g, MT, c, dMT, dmu):
-    """One pass over mu for both products, with M and dM transposed (K, D) so that every inner
-    loop runs along j, the contiguous axis of mu. The inputs are cut into blocks of MEAN_BLOCK;
-    a thread takes a block and walks the batch, so the block stays in cache and no two threads
-    write the same entries."""
+def _factored_mean_backward(mu, g, M, c, dM, dmu):
+    """One pass over mu for both products, M and dM read and written row by row (K = 10
+    numbers per input j, as stored). The inputs are cut into blocks of MEAN_BLOCK; a thread
+    takes a block and walks the batch, so the block's rows of M and dM stay in cache and no
+    two threads write the same entries."""
     B, D = mu.shape
-    K = MT.shape[0]
+    K = M.shape[1]
     for blk in numba.prange(-(-D // MEAN_BLOCK)):
         lo, hi = blk * MEAN_BLOCK, min(D, (blk + 1) * MEAN_BLOCK)
-        n = hi - lo  # loops run over range(n) on views: indices known to be >= 0 vectorise
-        dMT[:, lo:hi] = 0
+        dM[lo:hi] = 0
         for e in range(B):
-            two_c = 2 * c[e]
-            out, x = dmu[e, lo:hi], mu[e, lo:hi]
-            for j in range(n):
-                out[j] = two_c * x[j]
-            for k in range(K):
-                gk = g[e, k]
-                w, a = MT[k, lo:hi], dMT[k, lo:hi]
-                for j in range(n):
-                    out[j] += gk * w[j]
-                for j in range(n):
-                    a[j] += gk * x[j]
+            two_c, ge = 2 * c[e], g[e]
+            for j in range(lo, hi):
+                xj = mu[e, j]
+                w, a = M[j], dM[j]
+                acc = two_c * xj
+                for k in range(K):
+                    acc += ge[k] * w[k]
+                    a[k] += xj * ge[k]
+                dmu[e, j] = acc

@@ -47,6 +47,7 @@ import numpy as np
 from .errors import ConfigError, DivergenceError, ShapeError
 from .functions import log_softmax, softmax, softplus_grad
 from .gaussian import Diagonal, Full, Point, check_finite
+from .kernels_step import l1_and_sign, nll_full
 
 JITTER = 1e-3  # eps in A = S + eps I; keeps the NLL finite when S is (near) singular
 
@@ -101,21 +102,15 @@ def gaussian_nll(out, target, jitter=JITTER, beta=0.0):
         raise ShapeError(
             f"gaussian_nll takes a Full or Diagonal output, found {type(out).__name__}")
     check_finite("the network output covariance", out.cov, DivergenceError)
-    A = 0.5 * (out.cov + out.cov.transpose(0, 2, 1)) + jitter * np.eye(K, dtype=r.dtype)
-    try:
-        L = np.linalg.cholesky(A)  # (B, K, K) lower
-    except np.linalg.LinAlgError:
-        worst = int(np.argmin(np.linalg.eigvalsh(A)[:, 0]))
+    # per-example NLL, alpha = A^-1 r, G = 1/2 (A^-1 - alpha alpha^T), tr A, by Cholesky
+    # factors (tinybnn.kernels_step.nll_full_numpy shows the same in NumPy)
+    per, alpha, G, trace, bad = nll_full(out.mean, out.cov, target, jitter)
+    if bad >= 0:
+        A = 0.5 * (out.cov[bad] + out.cov[bad].T) + jitter * np.eye(K, dtype=r.dtype)
         raise DivergenceError(
-            f"output covariance + {jitter} I is not positive definite (example {worst}, "
-            f"smallest eigenvalue {np.linalg.eigvalsh(A[worst])[0]:.3g})") from None
-    Linv = np.linalg.inv(L)  # (B, K, K)
-    Ainv = Linv.transpose(0, 2, 1) @ Linv  # A^-1
-    alpha = np.einsum("bkl,bl->bk", Ainv, r)  # A^-1 r
-    logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
-    per = 0.5 * np.einsum("bk,bk->b", r, alpha) + 0.5 * logdet
-    G = 0.5 * (Ainv - alpha[:, :, None] * alpha[:, None, :])
-    w = np.trace(A, axis1=1, axis2=2) ** beta
+            f"output covariance + {jitter} I is not positive definite (example {bad}, "
+            f"smallest eigenvalue {np.linalg.eigvalsh(A)[0]:.3g})")
+    w = trace ** beta
     w /= w.sum()  # (B,), mean 1/B: 1/B everywhere for beta = 0
     return (w * per).sum(), Full(w[:, None] * alpha, w[:, None, None] * G), per
 
@@ -177,14 +172,24 @@ def _variance_penalty(s, d):
     return d * np.mean(s - np.log(s) - 1.0), d * (1.0 - 1.0 / s) / s.shape[0]
 
 
+def _unit_length(layer):
+    """d, the length of one kernel's (unit's) mean vector: the means M hold one per variance."""
+    return layer.params["M"].size // layer.params["rho"].size
+
+
 def reg_authors2019(layers, weight=0.002):
-    """weight * sum_layers 1/2 [ sum_k ||m_k||_1 + mean_k d (s_k - log s_k - 1) ]."""
+    """weight * sum_layers 1/2 [ sum_k ||m_k||_1 + mean_k d (s_k - log s_k - 1) ].
+
+    The L1 norm and its derivative sign(M) are elementwise, so they are taken on ``M`` as it is
+    stored (no per-unit view: that would be a strided transpose of the linear layer's means).
+    """
     value, grads = 0.0, {}
     for layer in layers:
-        U, s = unit_means(layer), layer.s
-        pen, dpen = _variance_penalty(s, U.shape[1])
-        value += weight * 0.5 * (np.abs(U).sum() + pen)
-        grads[id(layer)] = {"M": _from_units(layer, weight * 0.5 * np.sign(U)),
+        M, s = layer.params["M"], layer.s
+        pen, dpen = _variance_penalty(s, _unit_length(layer))
+        l1, dM = l1_and_sign(M, weight * 0.5)  # sum |M| and weight/2 sign(M), one pass
+        value += weight * 0.5 * (l1 + pen)
+        grads[id(layer)] = {"M": dM,
                             "rho": weight * 0.5 * dpen * softplus_grad(layer.params["rho"])}
     return value, grads
 
@@ -196,10 +201,10 @@ def reg_authors_later(layers, weight=0.01):
     """
     value, grads = 0.0, {}
     for layer in layers:
-        U, s = unit_means(layer), layer.s
-        pen, dpen = _variance_penalty(s, U.shape[1])
-        value += 0.5 * weight * ((U**2).sum() + pen)
-        grads[id(layer)] = {"M": _from_units(layer, weight * U),
+        M, s = layer.params["M"], layer.s
+        pen, dpen = _variance_penalty(s, _unit_length(layer))
+        value += 0.5 * weight * ((M**2).sum() + pen)
+        grads[id(layer)] = {"M": weight * M,
                             "rho": 0.5 * weight * dpen * softplus_grad(layer.params["rho"])}
     return value, grads
 

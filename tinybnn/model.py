@@ -282,10 +282,13 @@ def data_term(model, out, y, jitter, beta=0.0):
 def loss_and_grads(model, x, y, objective=Objective()):
     """Forward, loss, backward for one batch -> (LossParts, {"layer.param": gradient}).
 
-    x : (B, *input_shape) in the model's dtype;  y : int labels (B,) or float targets (B, K).
+    x : (B, *input_shape) in the model's dtype, checked here, or a structure (``Point(x)``
+    of an array checked before: :func:`tinybnn.train.fit` checks its whole split once);
+    y : int labels (B,) or float targets (B, K).
     """
-    if np.shape(y)[0] != np.shape(x)[0]:
-        raise ShapeError(f"x and y must have the same batch size, found {np.shape(x)[0]} "
+    batch = x.batch_size if isinstance(x, STRUCTURES) else np.shape(x)[0]
+    if np.shape(y)[0] != batch:
+        raise ShapeError(f"x and y must have the same batch size, found {batch} "
                          f"and {np.shape(y)[0]}")
     out = model.forward(x)
     nll, dout, per = data_term(model, out, y, objective.jitter, objective.nll_beta)
@@ -295,7 +298,7 @@ def loss_and_grads(model, x, y, objective=Objective()):
     model.backward(_scaled(dout, scale))
     for _, layer in model.layers:
         for k, g in reg_grads.get(id(layer), {}).items():
-            layer.grads[k] = layer.grads[k] + g
+            layer.grads[k] += g  # backward made these arrays afresh: adding in place is safe
     return LossParts(scale * nll + reg, per.mean(), reg, out.mean), model.grads
 
 

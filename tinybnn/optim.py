@@ -21,6 +21,7 @@ SGD with momentum::
 import numpy as np
 
 from .errors import ConfigError
+from .kernels_step import adam_update
 
 
 class Constant:
@@ -103,14 +104,12 @@ class Adam:
         self.t += 1
         c1, c2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t
         for k, p in params.items():
-            g = grads[k]
-            m = self.m.setdefault(k, np.zeros_like(p))
-            v = self.v.setdefault(k, np.zeros_like(p))
-            m *= self.beta1
-            m += (1 - self.beta1) * g
-            v *= self.beta2
-            v += (1 - self.beta2) * g * g
-            p -= (lr * _scale_for(k, self.scales) / c1) * m / (np.sqrt(v / c2) + self.eps)
+            if k not in self.m:  # the first step: zero moments
+                self.m[k], self.v[k] = np.zeros_like(p), np.zeros_like(p)
+            m, v = self.m[k], self.v[k]
+            # one pass over p, g, m, v (tinybnn.kernels_step; its NumPy twin shows the formula)
+            adam_update(p, grads[k], m, v, lr * _scale_for(k, self.scales) / c1, self.beta1,
+                        self.beta2, c2, self.eps)
         return lr
 
 
@@ -128,7 +127,9 @@ class SGD:
         lr = self.lr(self.t)
         self.t += 1
         for k, p in params.items():
-            u = self.u.setdefault(k, np.zeros_like(p))
+            if k not in self.u:
+                self.u[k] = np.zeros_like(p)
+            u = self.u[k]
             u *= self.momentum
             u += grads[k]
             p -= lr * _scale_for(k, self.scales) * u

@@ -20,13 +20,26 @@ import contextlib
 from threadpoolctl import ThreadpoolController
 
 _controller = None
+_active = None  # the limit in force inside an enclosing blas_limit, or None
 
 
+@contextlib.contextmanager
 def blas_limit(n_threads):
-    """A context manager running BLAS on at most ``n_threads`` threads (None: unchanged)."""
-    global _controller
-    if n_threads is None:
-        return contextlib.nullcontext()
+    """A context manager running BLAS on at most ``n_threads`` threads (None: unchanged).
+
+    Inside an enclosing ``blas_limit`` with the same count it does nothing: training sets the
+    limit once around all its steps (:func:`tinybnn.train.fit`), and the passes inside it then
+    skip the two threadpoolctl calls (about 35 microseconds a step, measured, at one image per
+    step)."""
+    global _controller, _active
+    if n_threads is None or n_threads == _active:
+        yield
+        return
     if _controller is None:  # built on first use: it lists the BLAS libraries loaded then
         _controller = ThreadpoolController()
-    return _controller.limit(limits=n_threads, user_api="blas")
+    outer, _active = _active, n_threads
+    try:
+        with _controller.limit(limits=n_threads, user_api="blas"):
+            yield
+    finally:
+        _active = outer

@@ -3,11 +3,18 @@
 ``fit`` runs the optimiser over a training split for a number of epochs and returns the history,
 one dict per epoch::
 
-    epoch, lr, seconds, train_loss, train_nll, train_reg, train_accuracy,
+    epoch, lr, steps, seconds, train_loss, train_nll, train_reg, train_accuracy,
     val_accuracy, val_nll, val_log_loss, val_mean_predictive_variance   (if a validation split)
+    units       {layer: {"norms", "outgoing_norms", "variances"}} after the epoch, for every
+                layer whose kernels (units) can be removed (:func:`tinybnn.units.unit_record`):
+                the trajectory of a network switching its kernels off
 
 The train figures are running means over the epoch's minibatches (the parameters change while
 they are measured); the validation figures are measured at the end of the epoch.
+
+The training split is checked once (shape, dtype, finite values) before the first step, and BLAS
+is limited once around all the steps (:mod:`tinybnn.threads`): at one image per update those
+per-step checks cost more than a tenth of a step.
 
 Safety:
 
@@ -24,12 +31,14 @@ import time
 
 import numpy as np
 
-from . import io
+from . import io, threads
 from .errors import ConfigError, DivergenceError
 from .evaluate import evaluate
 from .losses import Objective
+from .gaussian import Point
 from .model import loss_and_grads
 from .optim import SGD, Adam, Constant, ExponentialDecay
+from .units import unit_record
 
 
 def make_optimizer(name, lr, final_lr, total_steps, momentum=0.9, rate_scale=None):
@@ -70,62 +79,85 @@ def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=
     if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
         raise ConfigError(f"batch_size must be an integer between 1 and the {n} training "
                           f"examples, found {batch_size!r}")
+    model.check_input(train.x)  # once: the steps below pass checked Points
     steps_per_epoch = math.ceil(n / batch_size)
     opt = make_optimizer(optimizer, lr, final_lr, epochs * steps_per_epoch,
                          rate_scale=rate_scale)
     rng = np.random.default_rng(seed)
     history, step = [], 0
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        order = rng.permutation(n)
-        sums = {"loss": 0.0, "nll": 0.0, "reg": 0.0, "correct": 0}
-        bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}", progress)
-        for i in range(steps_per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            x, y = train.x[idx], train.y[idx]
+    with threads.blas_limit(model.blas_threads):
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            order = rng.permutation(n)
+            bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}", progress)
             try:
-                parts, grads = loss_and_grads(model, x, y, objective)
-                if not np.isfinite(parts.total):
-                    raise DivergenceError(f"the loss is {parts.total}")
+                sums, rate = _epoch(model, train, order, batch_size, objective, opt, bar)
             except DivergenceError as err:
+                where = checkpoint if (checkpoint and history) else "none"
+                raise DivergenceError(f"training diverged at step {step + err.step} (epoch "
+                                      f"{epoch}, batch {err.step}): {err}; last good "
+                                      f"checkpoint: {where}") from None
+            finally:
                 if bar is not None:
                     bar.close()
-                where = checkpoint if (checkpoint and history) else "none"
-                raise DivergenceError(f"training diverged at step {step + 1} (epoch {epoch}, "
-                                      f"batch {i + 1}): {err}; last good checkpoint: {where}") \
-                    from None
-            rate = opt.step(model.params, grads)
-            step += 1
-            sums["loss"] += parts.total * len(idx)
-            sums["nll"] += parts.nll * len(idx)
-            sums["reg"] += parts.reg * len(idx)
+            step += steps_per_epoch
+            _check_parameters(model, step)
+            row = {"epoch": epoch, "lr": rate, "steps": step,
+                   "train_loss": sums["loss"] / n, "train_nll": sums["nll"] / n,
+                   "train_reg": sums["reg"] / n}
             if model.task == "classification":
-                sums["correct"] += int((parts.output.argmax(axis=1) == y).sum())
-            if bar is not None:
-                bar.update()
-                if i % 10 == 0 or i == steps_per_epoch - 1:
-                    seen = min(n, (i + 1) * batch_size)
-                    bar.set_postfix(loss=f"{parts.total:.4g}", acc=f"{sums['correct'] / seen:.3f}")
-        if bar is not None:
-            bar.close()
-        _check_parameters(model, step)
-        row = {"epoch": epoch, "lr": rate, "steps": step,
-               "train_loss": sums["loss"] / n, "train_nll": sums["nll"] / n,
-               "train_reg": sums["reg"] / n}
-        if model.task == "classification":
-            row["train_accuracy"] = sums["correct"] / n
-        if val is not None:
-            m = evaluate(model, val, jitter=objective.jitter)
-            row.update({f"val_{k}": v for k, v in m.items()
-                        if k not in ("n", "per_class_accuracy")})
-        row["seconds"] = time.perf_counter() - start
-        history.append(row)
-        if checkpoint:
-            meta = dict(checkpoint_meta or {}, history=history, complete=epoch == epochs)
-            io.save(checkpoint, model, meta)
-        if on_epoch is not None:
-            on_epoch(row)
+                row["train_accuracy"] = sums["correct"] / n
+            if val is not None:
+                m = evaluate(model, val, jitter=objective.jitter)
+                row.update({f"val_{k}": v for k, v in m.items()
+                            if k not in ("n", "per_class_accuracy")})
+            row["units"] = unit_record(model)
+            row["seconds"] = time.perf_counter() - start
+            history.append(row)
+            if checkpoint:
+                meta = dict(checkpoint_meta or {}, history=history, complete=epoch == epochs)
+                io.save(checkpoint, model, meta)
+            if on_epoch is not None:
+                on_epoch(row)
     return history
+
+
+class _StepDivergence(DivergenceError):
+    """A DivergenceError that knows its step within the epoch (1-based)."""
+
+    def __init__(self, message, step):
+        super().__init__(message)
+        self.step = step
+
+
+def _epoch(model, train, order, batch_size, objective, opt, bar):
+    """One pass over ``train`` in ``order``; returns (sums of loss, nll, reg, correct; the last
+    learning rate). A divergence is raised as a _StepDivergence naming its step."""
+    sums = {"loss": 0.0, "nll": 0.0, "reg": 0.0, "correct": 0}
+    n, rate = len(order), None
+    steps = math.ceil(n / batch_size)
+    classify = model.task == "classification"
+    for i in range(steps):
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        x, y = train.x[idx], train.y[idx]
+        try:
+            parts, grads = loss_and_grads(model, Point(x), y, objective)
+            if not np.isfinite(parts.total):
+                raise DivergenceError(f"the loss is {parts.total}")
+        except DivergenceError as err:
+            raise _StepDivergence(str(err), i + 1) from None
+        rate = opt.step(model.params, grads)
+        sums["loss"] += parts.total * len(idx)
+        sums["nll"] += parts.nll * len(idx)
+        sums["reg"] += parts.reg * len(idx)
+        if classify:
+            sums["correct"] += int((parts.output.argmax(axis=1) == y).sum())
+        if bar is not None:
+            bar.update()
+            if i % 10 == 0 or i == steps - 1:
+                seen = min(n, (i + 1) * batch_size)
+                bar.set_postfix(loss=f"{parts.total:.4g}", acc=f"{sums['correct'] / seen:.3f}")
+    return sums, rate
 
 
 def _check_parameters(model, step):

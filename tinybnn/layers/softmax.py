@@ -28,6 +28,7 @@ import numpy as np
 
 from ..functions import softmax, softmax_jacobian
 from ..gaussian import Diagonal, Full, Point
+from ..kernels_step import softmax_full, softmax_full_backward
 from .base import Layer
 
 
@@ -53,19 +54,16 @@ class Softmax(Layer):
         return Point(np.einsum("bkl,bl->bk", J, dy.mean))
 
     def _forward_full(self, x):
-        p = softmax(x.mean)  # (B, K)
-        J = softmax_jacobian(p)  # (B, K, K)
-        JS = J @ x.cov  # (B, K, K)
-        return Full(p, JS @ J), (p, J, JS)
+        # p (B, K), J = diag(p) - p p^T, JS = J S, and J S J (B, K, K), in one loop per example
+        # (tinybnn.kernels_step: at a batch of one NumPy's calls cost more than the products)
+        p, J, JS, JSJ = softmax_full(x.mean, x.cov)
+        return Full(p, JSJ), (p, J, JS)
 
     def _backward_full(self, dy, saved):
         p, J, JS = saved
-        g, G = dy.mean, dy.cov
-        H = 2.0 * G @ JS  # 2 G J S  (B, K, K)
-        H_sym = H + H.transpose(0, 2, 1)  # (B, K, K)
-        g_p = g + np.diagonal(H, axis1=1, axis2=2) - np.einsum("bkl,bl->bk", H_sym, p)
-        g_in = np.einsum("bkl,bl->bk", J, g_p)
-        return Full(g_in, J @ G @ J)
+        # H = 2 G J S, g_p = g + diag(H) - (H + H^T) p, g_in = J g_p, G_in = J G J
+        g_in, G_in = softmax_full_backward(p, J, JS, dy.mean, dy.cov)
+        return Full(g_in, G_in)
 
     def _forward_diagonal(self, x):
         p = softmax(x.mean)

@@ -1,0 +1,320 @@
+"""The small loops every training step repeats: the Adam update and the Gaussian NLL of a
+small dense output.
+
+At one image per update (the authors' 2019 recipe: 550,000 steps) a step of the paper's CNN
+does little arithmetic, and NumPy's temporaries and calls cost more than the work: Adam on the
+46,080 weight means of ``fc.M`` made ten temporaries a step (0.44 ms of a 1.8 ms step), and a
+10 x 10 Cholesky factorisation through ``np.linalg`` costs ~0.2 ms of call overhead. Here each
+is one plain loop.
+
+As in :mod:`tinybnn.kernels`, each kernel has a NumPy twin (suffix ``_numpy``) that
+``tests/test_core_kernels.py`` checks it against; these loops are serial (at these sizes a
+thread team costs more than it saves) and compiled without ``fastmath``, so that the Adam
+update rounds exactly as its NumPy twin (the test asserts equality, not closeness).
+"""
+
+import numba
+import numpy as np
+
+# error_model="numpy": a division by zero gives inf or nan, as in NumPy, instead of raising
+# ZeroDivisionError; without it numba tests every divisor and the loops cannot be vectorised
+# (the Adam loop ran 3x slower, measured).
+serial_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+# ---------------------------------------------------------------------------------------------
+# Adam
+# ---------------------------------------------------------------------------------------------
+
+
+def adam_update_numpy(p, g, m, v, rate, b1, b2, c2, eps):
+    """One Adam step in place, ``rate = lr_t * scale / (1 - b1^t)``, ``c2 = 1 - b2^t``::
+
+        m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2,   p <- p - rate m / (sqrt(v / c2) + eps)
+
+    p, g, m, v : arrays of one shape (m and v the optimiser's state).
+    """
+    m *= b1
+    m += (1 - b1) * g
+    v *= b2
+    v += (1 - b2) * g * g
+    p -= rate * m / (np.sqrt(v / c2) + eps)
+
+
+def adam_update(p, g, m, v, rate, b1, b2, c2, eps):
+    """numba twin of :func:`adam_update_numpy` on the flat views of C-contiguous arrays."""
+    _adam_update(p.reshape(-1), np.ascontiguousarray(g).reshape(-1), m.reshape(-1),
+                 v.reshape(-1), p.dtype.type(rate), b1, b2, c2, eps)
+
+
+@serial_jit
+def _adam_update(p, g, m, v, rate, b1, b2, c2, eps):
+    """One pass over the four arrays (n,); the same operations, in the same order and the same
+    precision, as the NumPy twin (the coefficients are rounded to p's dtype first, as NumPy
+    does when it multiplies an array by a Python float)."""
+    t = p.dtype.type
+    b1_, a1, b2_, a2, c2_, eps_ = t(b1), t(1 - b1), t(b2), t(1 - b2), t(c2), t(eps)
+    for i in range(p.shape[0]):
+        gi = g[i]
+        mi = m[i] * b1_ + a1 * gi
+        vi = v[i] * b2_ + (a2 * gi) * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= rate * mi / (np.sqrt(vi / c2_) + eps_)
+
+
+# ---------------------------------------------------------------------------------------------
+# the Gaussian NLL of a Full output
+# ---------------------------------------------------------------------------------------------
+
+
+def nll_full_numpy(mean, cov, target, jitter):
+    """Per-example Gaussian NLL of ``target`` under ``N(mean, cov)`` with its gradients::
+
+        A = (S + S^T)/2 + jitter I,   r = mean - target,   alpha = A^-1 r
+        per_b = 1/2 r^T alpha + 1/2 log det A
+        G_b   = 1/2 (A^-1 - alpha alpha^T),   tr_b = tr A
+
+    mean, target (B, K); cov (B, K, K). Returns (per (B,), alpha (B, K), G (B, K, K), tr (B,),
+    bad): ``bad`` is -1, or the first example whose A is not positive definite (the others'
+    values are then meaningless).
+    """
+    B, K = mean.shape
+    A = 0.5 * (cov + cov.transpose(0, 2, 1)) + jitter * np.eye(K, dtype=mean.dtype)
+    try:
+        L = np.linalg.cholesky(A)  # (B, K, K) lower
+    except np.linalg.LinAlgError:
+        ok = [np.all(np.linalg.eigvalsh(a) > 0) for a in A]
+        return None, None, None, None, ok.index(False)
+    Linv = np.linalg.inv(L)
+    Ainv = Linv.transpose(0, 2, 1) @ Linv  # A^-1
+    r = mean - target
+    alpha = np.einsum("bkl,bl->bk", Ainv, r)
+    logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+    per = 0.5 * np.einsum("bk,bk->b", r, alpha) + 0.5 * logdet
+    G = 0.5 * (Ainv - alpha[:, :, None] * alpha[:, None, :])
+    return per, alpha, G, np.trace(A, axis1=1, axis2=2), -1
+
+
+def nll_full(mean, cov, target, jitter):
+    """numba twin of :func:`nll_full_numpy` (via :func:`_nll_full`)."""
+    B, K = mean.shape
+    per = np.empty(B, dtype=mean.dtype)
+    alpha = np.empty((B, K), dtype=mean.dtype)
+    G = np.empty((B, K, K), dtype=mean.dtype)
+    tr = np.empty(B, dtype=mean.dtype)
+    bad = _nll_full(mean, cov, target, mean.dtype.type(jitter), per, alpha, G, tr)
+    return per, alpha, G, tr, bad
+
+
+@serial_jit
+def _nll_full(mean, cov, target, jitter, per, alpha, G, tr):
+    """For each example: symmetrise and jitter A, factor A = L L^T (Cholesky-Banachiewicz, row
+    by row), invert L by forward substitution, A^-1 = L^-T L^-1, then alpha, the NLL and G.
+    Returns the first example whose A is not positive definite (a pivot <= 0 or NaN), or -1."""
+    B, K = mean.shape
+    A = np.empty((K, K), dtype=mean.dtype)
+    L = np.zeros((K, K), dtype=mean.dtype)
+    Li = np.zeros((K, K), dtype=mean.dtype)  # L^-1, lower
+    r = np.empty(K, dtype=mean.dtype)
+    half = mean.dtype.type(0.5)
+    for b in range(B):
+        t = mean.dtype.type(0)
+        for i in range(K):
+            for j in range(K):
+                A[i, j] = half * (cov[b, i, j] + cov[b, j, i])
+            A[i, i] += jitter
+            t += A[i, i]
+            r[i] = mean[b, i] - target[b, i]
+        tr[b] = t
+        logdet = mean.dtype.type(0)
+        for i in range(K):
+            for j in range(i + 1):
+                acc = A[i, j]
+                for k in range(j):
+                    acc -= L[i, k] * L[j, k]
+                if i == j:
+                    if not acc > 0:  # also catches NaN
+                        return b
+                    L[i, i] = np.sqrt(acc)
+                    logdet += 2 * np.log(L[i, i])
+                else:
+                    L[i, j] = acc / L[j, j]
+        for j in range(K):  # column j of L^-1: solve L x = e_j
+            for i in range(K):
+                if i < j:
+                    Li[i, j] = 0
+                    continue
+                acc = mean.dtype.type(1) if i == j else mean.dtype.type(0)
+                for k in range(j, i):
+                    acc -= L[i, k] * Li[k, j]
+                Li[i, j] = acc / L[i, i]
+        quad = mean.dtype.type(0)
+        for i in range(K):  # alpha = A^-1 r, with A^-1[i, j] = sum_k Li[k, i] Li[k, j]
+            acc = mean.dtype.type(0)
+            for j in range(K):
+                aij = mean.dtype.type(0)
+                for k in range(max(i, j), K):
+                    aij += Li[k, i] * Li[k, j]
+                G[b, i, j] = half * aij
+                acc += aij * r[j]
+            alpha[b, i] = acc
+            quad += r[i] * acc
+        for i in range(K):
+            for j in range(K):
+                G[b, i, j] -= half * alpha[b, i] * alpha[b, j]
+        per[b] = half * quad + half * logdet
+    return -1
+
+
+# ---------------------------------------------------------------------------------------------
+# the first-order softmax of a Full input
+# ---------------------------------------------------------------------------------------------
+
+
+def softmax_full_numpy(mu, S):
+    """p = softmax(mu), J = diag(p) - p p^T, JS = J S and the output covariance J S J.
+
+    mu (B, K), S (B, K, K) -> p (B, K), J, JS, JSJ (B, K, K).
+    """
+    e = np.exp(mu - mu.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
+    J = np.einsum("bk,kl->bkl", p, np.eye(p.shape[-1], dtype=p.dtype))
+    J -= p[:, :, None] * p[:, None, :]
+    JS = J @ S
+    return p, J, JS, JS @ J
+
+
+def softmax_full(mu, S):
+    """numba twin of :func:`softmax_full_numpy` (via :func:`_softmax_full`)."""
+    B, K = mu.shape
+    p = np.empty((B, K), dtype=mu.dtype)
+    J, JS, JSJ = (np.empty((B, K, K), dtype=mu.dtype) for _ in range(3))
+    _softmax_full(mu, S, p, J, JS, JSJ)
+    return p, J, JS, JSJ
+
+
+@serial_jit
+def _softmax_full(mu, S, p, J, JS, JSJ):
+    """Per example: the shifted exponentials, p, J, then the two K x K x K products."""
+    B, K = mu.shape
+    zero = mu.dtype.type(0)
+    for b in range(B):
+        top = mu[b, 0]
+        for k in range(1, K):
+            top = max(top, mu[b, k])
+        total = zero
+        for k in range(K):
+            p[b, k] = np.exp(mu[b, k] - top)
+            total += p[b, k]
+        for k in range(K):
+            p[b, k] /= total
+        for i in range(K):
+            for j in range(K):
+                J[b, i, j] = (p[b, i] if i == j else zero) - p[b, i] * p[b, j]
+        for i in range(K):
+            for j in range(K):
+                acc = zero
+                for k in range(K):
+                    acc += J[b, i, k] * S[b, k, j]
+                JS[b, i, j] = acc
+        for i in range(K):
+            for j in range(K):
+                acc = zero
+                for k in range(K):
+                    acc += JS[b, i, k] * J[b, k, j]
+                JSJ[b, i, j] = acc
+
+
+def softmax_full_backward_numpy(p, J, JS, g, G):
+    """The first-order softmax backward (tinybnn.layers.softmax gives the derivation)::
+
+        H = 2 G J S,   g_p = g + diag(H) - (H + H^T) p,   g_in = J g_p,   G_in = J G J
+
+    p, g (B, K); J, JS, G (B, K, K) -> g_in (B, K), G_in (B, K, K).
+    """
+    H = 2.0 * G @ JS
+    H_sym = H + H.transpose(0, 2, 1)
+    g_p = g + np.diagonal(H, axis1=1, axis2=2) - np.einsum("bkl,bl->bk", H_sym, p)
+    return np.einsum("bkl,bl->bk", J, g_p), J @ G @ J
+
+
+def softmax_full_backward(p, J, JS, g, G):
+    """numba twin of :func:`softmax_full_backward_numpy` (via :func:`_softmax_full_backward`)."""
+    B, K = p.shape
+    g_in = np.empty((B, K), dtype=p.dtype)
+    G_in = np.empty((B, K, K), dtype=p.dtype)
+    _softmax_full_backward(p, J, JS, g, G, g_in, G_in)
+    return g_in, G_in
+
+
+@serial_jit
+def _softmax_full_backward(p, J, JS, g, G, g_in, G_in):
+    """Per example: H = 2 G JS, g_p from its diagonal and (H + H^T) p, then J g_p and J G J."""
+    B, K = p.shape
+    zero = p.dtype.type(0)
+    H = np.empty((K, K), dtype=p.dtype)
+    JG = np.empty((K, K), dtype=p.dtype)
+    g_p = np.empty(K, dtype=p.dtype)
+    for b in range(B):
+        for i in range(K):
+            for j in range(K):
+                acc = zero
+                for k in range(K):
+                    acc += G[b, i, k] * JS[b, k, j]
+                H[i, j] = 2 * acc
+        for i in range(K):
+            acc = g[b, i] + H[i, i]
+            for j in range(K):
+                acc -= (H[i, j] + H[j, i]) * p[b, j]
+            g_p[i] = acc
+        for i in range(K):
+            acc = zero
+            for j in range(K):
+                acc += J[b, i, j] * g_p[j]
+            g_in[b, i] = acc
+            for j in range(K):
+                acc2 = zero
+                for k in range(K):
+                    acc2 += J[b, i, k] * G[b, k, j]
+                JG[i, j] = acc2
+        for i in range(K):
+            for j in range(K):
+                acc = zero
+                for k in range(K):
+                    acc += JG[i, k] * J[b, k, j]
+                G_in[b, i, j] = acc
+
+
+# ---------------------------------------------------------------------------------------------
+# the L1 penalty of the authors' 2019 regulariser
+# ---------------------------------------------------------------------------------------------
+
+
+def l1_and_sign_numpy(M, w):
+    """(sum |M|, w sign(M)): the L1 norm of the means and the gradient of w times it."""
+    return np.abs(M).sum(), w * np.sign(M)
+
+
+def l1_and_sign(M, w):
+    """numba twin of :func:`l1_and_sign_numpy`: one pass over M (C-contiguous)."""
+    out = np.empty(M.shape, dtype=M.dtype)
+    total = _l1_and_sign(M.reshape(-1), M.dtype.type(w), out.reshape(-1))
+    return total, out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def _l1_and_sign(M, w, out):
+    """out = w sign(M) (sign(0) = 0), returns sum |M|.
+
+    Branch-free, because the signs of trained weights are a coin flip the processor cannot
+    predict; ``reassoc`` lets the sum run in vector lanes (its rounding differs from NumPy's
+    pairwise sum in the last digits). A NaN in M makes the sum NaN, so the loss is NaN and
+    training stops (tinybnn.train), although its sign here is 0.
+    """
+    total = M.dtype.type(0)
+    for i in range(M.shape[0]):
+        m = M[i]
+        total += abs(m)
+        out[i] = w * (M.dtype.type(m > 0) - M.dtype.type(m < 0))
+    return total
