@@ -136,7 +136,8 @@ def add_train_parser(subparsers):
 def train_command(args):
     from tinybnn.runs import TrainOptions, train_run
 
-    metrics = train_run(options_from_args(TrainOptions, args))
+    metrics = train_run(options_from_args(TrainOptions, args),
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps({k: metrics[k] for k in ("test_accuracy", "n_kernels", "n_parameters",
                                                "epochs", "seconds", "preset", "dataset")}))
     print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png", file=sys.stderr)

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import threads
 from .errors import ConfigError, ShapeError
+from .functions import softplus_inverse
 from .gaussian import STRUCTURES, Point, check_finite
 from .layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLUExact, Softmax
 from .losses import Objective, cross_entropy, gaussian_nll, one_hot, squared_error
@@ -162,7 +163,8 @@ def _positional(kind, ls):
 
 
 def paper_cnn(n_kernels, *, bayesian=True, input_shape=(1, 28, 28), kernel_size=5, n_classes=10,
-              seed=0, dtype=np.float64, rho_range=(-12.0, -2.2), init_std=0.1):
+              seed=0, dtype=np.float64, rho_range=(-12.0, -2.2), init_std=0.1,
+              last_variance=None):
     """The paper's conv r x r (N kernels, VALID) -> ReLU -> max-pool 2 -> flatten -> linear K
     (-> softmax), built with the max-pool before the ReLU.
 
@@ -176,6 +178,8 @@ def paper_cnn(n_kernels, *, bayesian=True, input_shape=(1, 28, 28), kernel_size=
 
     The vanilla network (``bayesian=False``) ends at the logits (cross-entropy is computed on
     them); :func:`tinybnn.evaluate.predict` applies the softmax for both.
+
+    ``last_variance``: see :func:`start_last_layer_at`.
     """
     if int(n_kernels) < 1:
         raise ConfigError(f"n_kernels must be >= 1, found {n_kernels}")
@@ -191,20 +195,41 @@ def paper_cnn(n_kernels, *, bayesian=True, input_shape=(1, 28, 28), kernel_size=
               ("fc", Linear(int(n_kernels) * L, n_classes, **kw))]
     if bayesian:
         layers.append(("softmax", Softmax()))
-    return Sequential(layers, task="classification", input_shape=input_shape)
+    return start_last_layer_at(Sequential(layers, task="classification",
+                                          input_shape=input_shape), last_variance)
+
+
+def start_last_layer_at(model, variance):
+    """Set every unit variance of the last weight layer to ``variance`` (None: leave the rho
+    drawn from ``rho_range``); returns the model.
+
+    The authors draw every rho from U[-12, -2.2] (variances 6e-6 to 0.1). Their variance
+    penalty, ``d (s - log s - 1)`` per unit, is smallest at s = 1 and weighs the last layer of
+    the paper's CNN (d = 144 N inputs per unit) far above the conv (d = 25), so its variances
+    climb towards 1 while training, and no kernel switches off before they are near it (about
+    5 of the recipe's 10 epochs; docs/SELF_COMPRESSION.md). ``variance=1.0`` starts them there.
+    """
+    if variance is None or not model.bayesian:
+        return model
+    if not variance > 0:
+        raise ConfigError(f"last_variance must be a positive variance, found {variance!r}")
+    last = [layer for _, layer in model.layers if isinstance(layer, (Conv2d, Linear))][-1]
+    last.params["rho"][...] = softplus_inverse(variance)
+    return model
 
 
 RELUS = {"first_order": ReLU, "exact": ReLUExact}
 
 
 def mlp(sizes, *, bayesian=True, task="classification", input_shape=None, seed=0,
-        dtype=np.float64, rho_range=(-12.0, -2.2), relu="first_order"):
+        dtype=np.float64, rho_range=(-12.0, -2.2), relu="first_order", last_variance=None):
     """Linear -> ReLU -> ... -> Linear (-> Softmax for a Bayesian classifier).
 
     sizes : (D, H1, ..., K) layer widths. If ``input_shape`` has more than one axis (images),
     a Flatten layer comes first.
     relu : "first_order" (:class:`~tinybnn.layers.ReLU`, the paper's rule) or "exact"
     (:class:`~tinybnn.layers.ReLUExact`, exact rectified-Gaussian means and variances).
+    last_variance : see :func:`start_last_layer_at`.
     """
     if relu not in RELUS:
         raise ConfigError(f"relu must be one of {', '.join(RELUS)}, found {relu!r}")
@@ -223,7 +248,8 @@ def mlp(sizes, *, bayesian=True, task="classification", input_shape=None, seed=0
                                         rho_range=rho_range)))
     if bayesian and task == "classification":
         layers.append(("softmax", Softmax()))
-    return Sequential(layers, task=task, input_shape=input_shape)
+    return start_last_layer_at(Sequential(layers, task=task, input_shape=input_shape),
+                               last_variance)
 
 
 def small_cnn(channels=(8, 16), *, bayesian=True, input_shape=(1, 28, 28), kernel_size=3,

@@ -52,6 +52,7 @@ class Preset:
     rho_init: tuple
     source: str
     nll_beta: float = 0.0
+    last_variance: float | None = None  # the last layer's initial variance (None: from rho_init)
 
     def as_dict(self):
         return asdict(self)
@@ -76,6 +77,11 @@ PRESETS = {
     "tinybnn": Preset("tinybnn", "authors2019", 4, 50, 3e-3, 1e-4, SMALL_RHO,
                       "tinybnn's laptop recipe: the 2019 regulariser, batch 50, Adam 3e-3 "
                       "decaying to 1e-4, small initial variances"),
+    "authors2019_quick": Preset(
+        "authors2019_quick", "authors2019", 2, 1, 1e-3, 1e-4, AUTHORS_RHO,
+        "tinybnn's quick self-compression recipe: the 2019 loss and one image per update, with "
+        "the last layer's variances started at 1 and Adam 1e-3 decaying to 1e-4, 2 epochs",
+        last_variance=1.0),
     "elbo_beta": Preset("elbo_beta", "elbo", 12, 50, 1e-3, 1e-4, SMALL_RHO,
                         "tinybnn's recipe for VDP MLPs: the textbook ELBO with beta-NLL "
                         "(beta = 1), batch 50, Adam 1e-3 decaying to 1e-4, 12 epochs",

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, io, presets
+from . import data, io, presets, threads
 from .errors import ConfigError
 from .evaluate import evaluate
 from .model import mlp, paper_cnn
 from .train import fit
+from .units import NEAR_ZERO, switched_off
 
 
 def option(help, **kw):
@@ -63,6 +64,9 @@ class TrainOptions:
     rho_init: str | None = field(default=None, metadata=option(
         "initial rho drawn from U[low, high]: write --rho-init=low,high, e.g. "
         "--rho-init=-12,-2.2 (default: the preset's)"))
+    last_variance: float | None = field(default=None, metadata=option(
+        "initial variance of every unit of the last layer, e.g. 1 (the prior's); 0 draws it "
+        "from the rho range like the other layers (default: the preset's)"))
     rho_rate: float = field(default=1.0, metadata=option(
         "the variance parameters' learning rate as a multiple of the means' (1: the same)"))
     nll_beta: float | None = field(default=None, metadata=option(
@@ -84,6 +88,7 @@ class TrainOptions:
         o.lr = p.lr if o.lr is None else o.lr
         o.final_lr = p.final_lr if o.final_lr is None else o.final_lr
         o.nll_beta = p.nll_beta if o.nll_beta is None else o.nll_beta
+        o.last_variance = p.last_variance if o.last_variance is None else (o.last_variance or None)
         o.rho_init = ",".join(f"{v:g}" for v in presets.rho_range(o.rho_init, o.preset))
         _check(o)
         return o
@@ -107,6 +112,8 @@ def _check(o):
     need(o.dtype in ("float64", "float32"), "dtype must be float64 or float32", o.dtype)
     need(o.rho_rate > 0, "rho rate must be a positive number", o.rho_rate)
     need(0 <= o.nll_beta <= 1, "nll beta must lie in [0, 1]", o.nll_beta)
+    need(o.last_variance is None or o.last_variance > 0, "last variance must be positive",
+         o.last_variance)
     hidden_sizes(o.hidden)
 
 
@@ -141,10 +148,11 @@ def build_model(o, input_shape, n_classes):
     rho = presets.rho_range(o.rho_init, o.preset)
     if o.model == "cnn":
         return paper_cnn(o.kernels, bayesian=not o.vanilla, input_shape=input_shape,
-                         n_classes=n_classes, seed=o.seed, dtype=dtype, rho_range=rho)
+                         n_classes=n_classes, seed=o.seed, dtype=dtype, rho_range=rho,
+                         last_variance=o.last_variance)
     sizes = (int(np.prod(input_shape)),) + hidden_sizes(o.hidden) + (n_classes,)
     return mlp(sizes, bayesian=not o.vanilla, input_shape=input_shape, seed=o.seed, dtype=dtype,
-               rho_range=rho)
+               rho_range=rho, last_variance=o.last_variance)
 
 
 def n_kernels(model):
@@ -171,8 +179,25 @@ def run_metrics(model, meta, test):
     }
 
 
-def train_run(options):
-    """Train, evaluate and write the run's files; returns the metrics dict."""
+def epoch_line(row):
+    """One line on an epoch for a log: losses, accuracies, time, and the kernels (units) of each
+    prunable layer that are switched off (norm below tinybnn.units.NEAR_ZERO)."""
+    parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4g}"]
+    if "train_accuracy" in row:
+        parts.append(f"train acc {row['train_accuracy']:.4f}")
+    if "val_accuracy" in row:
+        parts.append(f"val acc {row['val_accuracy']:.4f}")
+    for name, u in row.get("units", {}).items():
+        norms = np.sort(u["norms"])
+        parts.append(f"{name}: {len(switched_off(norms))} of {len(norms)} below {NEAR_ZERO:g} "
+                     f"(smallest {', '.join(f'{v:.1e}' for v in norms[:3])})")
+    parts.append(f"{row['seconds']:.0f} s")
+    return "; ".join(parts)
+
+
+def train_run(options, *, log=None):
+    """Train, evaluate and write the run's files; returns the metrics dict. ``log`` (e.g.
+    ``print``) is called with one line per epoch (:func:`epoch_line`)."""
     o = options.resolved()
     out = prepare_output(o.out)
     ds = data.load(o.dataset, subset=o.subset, validation=o.validation, seed=o.seed,
@@ -189,9 +214,12 @@ def train_run(options):
     history = fit(model, ds.train, val=ds.val, objective=objective, epochs=o.epochs,
                   batch_size=o.batch_size, lr=o.lr, final_lr=o.final_lr, seed=o.seed,
                   rate_scale={"rho": o.rho_rate}, progress=o.progress,
-                  checkpoint=out / "model.npz", checkpoint_meta=meta)
+                  checkpoint=out / "model.npz", checkpoint_meta=meta,
+                  on_epoch=None if log is None else (lambda row: log(epoch_line(row))))
     meta["seconds"] = time.perf_counter() - start
     metrics = run_metrics(model, meta, evaluate(model, ds.test, jitter=objective.jitter))
+    metrics["history"] = history  # every epoch, with its kernel (unit) norms and variances
+    metrics["threads"] = threads.thread_counts()
     io.save(out / "model.npz", model, dict(meta, history=history, metrics=metrics, complete=True))
     write_json(out / "metrics.json", metrics)
     from . import plots

@@ -43,3 +43,15 @@ def blas_limit(n_threads):
             yield
     finally:
         _active = outer
+
+
+def thread_counts():
+    """{"numba": threads of numba's parallel loops, "blas": threads of each BLAS library}: what a
+    run records in its metrics, so that a time can be read with the threads it had."""
+    import numba
+
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    blas = [lib.num_threads for lib in _controller.lib_controllers if lib.user_api == "blas"]
+    return {"numba": numba.get_num_threads(), "blas": blas}

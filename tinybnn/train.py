@@ -3,7 +3,7 @@
 ``fit`` runs the optimiser over a training split for a number of epochs and returns the history,
 one dict per epoch::
 
-    epoch, lr, steps, seconds, train_loss, train_nll, train_reg, train_accuracy,
+    epoch, lr, steps, seconds, cpu_seconds, train_loss, train_nll, train_reg, train_accuracy,
     val_accuracy, val_nll, val_log_loss, val_mean_predictive_variance   (if a validation split)
     units       {layer: {"norms", "outgoing_norms", "variances"}} after the epoch, for every
                 layer whose kernels (units) can be removed (:func:`tinybnn.units.unit_record`):
@@ -87,7 +87,7 @@ def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=
     history, step = [], 0
     with threads.blas_limit(model.blas_threads):
         for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             order = rng.permutation(n)
             bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}", progress)
             try:
@@ -113,6 +113,7 @@ def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=
                             if k not in ("n", "per_class_accuracy")})
             row["units"] = unit_record(model)
             row["seconds"] = time.perf_counter() - start
+            row["cpu_seconds"] = time.process_time() - cpu  # all threads' CPU time
             history.append(row)
             if checkpoint:
                 meta = dict(checkpoint_meta or {}, history=history, complete=epoch == epochs)
