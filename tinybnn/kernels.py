@@ -15,9 +15,11 @@ How they are made fast (docs/COST.md has the measurements):
   whose output is summed over the batch gives each thread its own partial sum (no races), added
   up at the end;
 - each loop is compiled twice (:class:`BatchLoop`): shared between threads, and serial. Below
-  :data:`PARALLEL_MIN_BATCH` examples the serial one runs: waking the thread team costs more than
-  a small batch's work (one image per update: a 1.9 ms step with 2 threads against 1.3 ms
-  serial, measured; docs/COST.md has the crossover);
+  :data:`PARALLEL_MIN_BATCH` examples the serial one runs: a small batch's work is too little
+  to share, and the second thread, spinning between loops, slows the first one down (this
+  machine's two cores are not independent: a busy second core slows a one-thread step by 16 %).
+  One image per update: 1.08 ms a step serial against 1.44 ms with 2 threads (docs/COST.md has
+  the crossover, measured);
 - large dense products are left to BLAS (``@`` in the layers), never called inside these loops;
   and since both thread pools spin for a while after their work ends, a network that uses these
   loops runs its BLAS on one thread (:mod:`tinybnn.threads`), so the two pools do not fight over

@@ -48,8 +48,8 @@ def factored_project(patches, rows, scale, M3, s):
     N, L, K = M3.shape
     At = np.zeros((B, N, K, d), dtype=patches.dtype)
     tau = np.zeros((B, N), dtype=patches.dtype)
-    S = np.zeros((B, K, K), dtype=patches.dtype)
-    _factored_project(B, patches, rows, scale, M3, s, padded_length(d), At, tau, S)
+    chunks = _factored_project.chunks(B)
+    S = _factored_project(B, patches, rows, scale, M3, s, padded_length(d), chunks, At, tau)
     return At, tau, S
 
 
@@ -61,58 +61,81 @@ def padded_length(d):
     return -(-d // 32) * 32
 
 
-@parallel_jit
-def _factored_project(patches, rows, scale, M3, s, dp, At, tau, S):
-    """Fill At, tau, S (zeros on entry); parallel over the batch.
+@numba.njit(cache=True, nogil=True)
+def _copy_patches(patches, b, X, norm2):
+    """X[p, :d] = patches[b, p] (the rest of X stays 0) and norm2[p] = ||patches[b, p]||^2."""
+    P, d = patches.shape[1:]
+    zero = patches.dtype.type(0)
+    for p in range(P):
+        acc = zero
+        for i in range(d):
+            X[p, i] = patches[b, p, i]
+            acc += X[p, i] * X[p, i]
+        norm2[p] = acc
 
-    For each example b: copy its patch rows into X (P, dp), zero-padded, with their squared
-    norms. For each kernel n: list the factor rows the ReLU kept (scale != 0), accumulate the
-    outer products M3[n, l] x F_bn[l] of the kept rows into A = At_bn, two rows per pass over A
-    (each load and store of A then serves two rows; an odd last row is paired with itself at
-    weight 0), then add s_n A A^T to S_b while A is still in cache.
+
+@parallel_jit
+def _factored_project(patches, rows, scale, M3, s, dp, chunks, At, tau):
+    """Fill At and tau (zeros on entry) and return S (B, K, K).
+
+    The (example b, kernel n) pairs, b-major, are cut into ``chunks`` contiguous runs, one per
+    thread, so that a small batch still shares its work evenly (4 examples: 2 each; at one image
+    per update the serial loop runs, because the second thread's spinning slows the first more
+    than it helps: docs/COST.md). A thread copies an example's patch rows into X (P, dp), zero-padded, with their squared
+    norms, when it reaches a new example. For each pair: list the factor rows the ReLU kept
+    (scale != 0), accumulate the outer products M3[n, l] x F_bn[l] of the kept rows into
+    A = At_bn, two rows per pass over A (each load and store of A then serves two rows; an odd
+    last row is paired with itself at weight 0), then add s_n A A^T to the thread's own partial
+    S_b while A is still in cache. The partials are added last.
     """
     B, P, d = patches.shape
     N, L, K = M3.shape
     zero = patches.dtype.type(0)
-    for b in numba.prange(B):
+    partial = np.zeros((chunks, B, K, K), dtype=patches.dtype)
+    for t in numba.prange(chunks):
         X = np.zeros((P, dp), dtype=patches.dtype)  # X_b, zero-padded
         norm2 = np.empty(P, dtype=patches.dtype)  # ||X_b[p]||^2
-        for p in range(P):
-            acc = zero
-            for i in range(d):
-                X[p, i] = patches[b, p, i]
-                acc += X[p, i] * X[p, i]
-            norm2[p] = acc
         kept = np.empty(L, dtype=np.int64)
         A = np.empty((K, dp), dtype=patches.dtype)  # At_bn, accumulated here
-        for n in range(N):
+        current = -1
+        for q in range(t * B * N // chunks, (t + 1) * B * N // chunks):
+            b, n = q // N, q % N
+            if b != current:
+                _copy_patches(patches, b, X, norm2)
+                current = b
             n_kept = _kept_rows(scale[b, n], kept)
             A[:] = zero
-            t = zero
+            tr = zero
             for j in range(0, n_kept, 2):
                 l0 = kept[j]
                 l1 = kept[j + 1] if j + 1 < n_kept else l0
                 s0 = scale[b, n, l0]
                 s1 = scale[b, n, l1] if j + 1 < n_kept else zero
                 r0, r1 = rows[b, n, l0], rows[b, n, l1]
-                t += s0 * s0 * norm2[r0] + s1 * s1 * norm2[r1]
+                tr += s0 * s0 * norm2[r0] + s1 * s1 * norm2[r1]
                 x0, x1 = X[r0], X[r1]  # (dp,)
                 for k in range(K):
                     w0, w1 = s0 * M3[n, l0, k], s1 * M3[n, l1, k]
                     a = A[k]
                     for i in range(dp):
                         a[i] += w0 * x0[i] + w1 * x1[i]
-            tau[b, n] = t
+            tau[b, n] = tr
             At[b, n] = A[:, :d]
+            Sb = partial[t, b]
             for k in range(K):
                 for j in range(k + 1):
                     acc = zero
                     for i in range(dp):
                         acc += A[k, i] * A[j, i]
-                    S[b, k, j] += s[n] * acc
-        for k in range(K):  # S_b is symmetric: copy the lower triangle up
+                    Sb[k, j] += s[n] * acc
+    S = np.zeros((B, K, K), dtype=patches.dtype)
+    for t in range(chunks):
+        S += partial[t]
+    for b in range(B):  # S_b is symmetric: copy the lower triangle up
+        for k in range(K):
             for j in range(k):
                 S[b, j, k] = S[b, k, j]
+    return S
 
 
 @numba.njit(cache=True, nogil=True)
@@ -148,7 +171,7 @@ def factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau):
 def factored_project_backward(patches, rows, scale, At, G, s, c, tau):
     """numba twin of :func:`factored_project_backward_numpy` (via
     :func:`_factored_project_backward`, one partial dM3 per thread)."""
-    B = patches.shape[0]
+    B, N = At.shape[:2]
     return _factored_project_backward(B, patches, rows, scale, At, G, s, c, tau,
                                       padded_length(patches.shape[2]),
                                       _factored_project_backward.chunks(B))
@@ -156,64 +179,83 @@ def factored_project_backward(patches, rows, scale, At, G, s, c, tau):
 
 @parallel_jit
 def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, dp, chunks):
-    """The batch is cut into ``chunks`` contiguous pieces, one per thread; each thread sums its
-    examples' contributions to dM3 into its own (N, L, K) partial; the partials are added last.
+    """The (example, kernel) pairs are cut into ``chunks`` contiguous runs, one per thread, as in
+    :func:`_factored_project`; each thread sums its pairs' contributions to dM3 into its own
+    (N, L, K) partial; the partials are added last.
 
-    For each example b, its patch rows are copied into X (P, dp), zero-padded as in the forward
-    pass. For each (b, n): GA = G_b At_bn (K, dp, zeros after d) and ds_bn; then for the kept
-    rows l, dM3[n, l, k] += scale dot(X[rows[l]], GA[k]), two rows and two k at a time (four dot
-    products share their loads; an odd last row is paired with itself at weight 0, an odd last
-    k with a zero row GA[K]).
+    A thread copies an example's patch rows into X (P, dp), zero-padded as in the forward pass,
+    when it reaches a new example. For each pair (b, n): GA = G_b At_bn (K, dp, zeros after d)
+    and ds_bn; then for the kept rows l, dM3[n, l, k] += scale dot(X[rows[l]], GA[k]), two rows
+    and four k at a time (eight dot products share six loads; an odd last row is paired with
+    itself at weight 0, the last block of k filled up with zero rows of GA, whose products are
+    not stored).
     """
     B, P, d = patches.shape
     _, N, K, _ = At.shape
     L = rows.shape[2]
-    partial = np.zeros((chunks, N, L, K + 1), dtype=patches.dtype)
+    K4 = -(-K // 4) * 4  # K rounded up to a multiple of 4: the k blocks of the dot products
+    partial = np.zeros((chunks, N, L, K), dtype=patches.dtype)
     ds = np.empty((B, N), dtype=patches.dtype)
     zero = patches.dtype.type(0)
     for t in numba.prange(chunks):
         X = np.zeros((P, dp), dtype=patches.dtype)  # X_b, zero-padded
-        GA = np.zeros((K + 1, dp), dtype=patches.dtype)  # G_b At_bn; row K and i >= d stay 0
+        norm2 = np.empty(P, dtype=patches.dtype)  # (unused here; filled by the copy)
+        GA = np.zeros((K4, dp), dtype=patches.dtype)  # G_b At_bn; rows >= K, i >= d stay 0
         kept = np.empty(L, dtype=np.int64)
         out = partial[t]
-        for b in range(t * B // chunks, (t + 1) * B // chunks):
-            for p in range(P):
-                for i in range(d):
-                    X[p, i] = patches[b, p, i]
-            for n in range(N):
-                GA[:K] = zero
-                for k in range(K):
-                    for j in range(K):
-                        g = G[b, k, j]
-                        for i in range(d):
-                            GA[k, i] += g * At[b, n, j, i]
-                acc = c[b] * tau[b, n]
-                for k in range(K):
+        current = -1
+        for q in range(t * B * N // chunks, (t + 1) * B * N // chunks):
+            b, n = q // N, q % N
+            if b != current:
+                _copy_patches(patches, b, X, norm2)
+                current = b
+            GA[:K] = zero
+            for k in range(K):
+                for j in range(K):
+                    g = G[b, k, j]
                     for i in range(d):
-                        acc += GA[k, i] * At[b, n, k, i]
-                ds[b, n] = acc
-                n_kept = _kept_rows(scale[b, n], kept)
-                for j in range(0, n_kept, 2):
-                    l0 = kept[j]
-                    l1 = kept[j + 1] if j + 1 < n_kept else l0
-                    s0 = scale[b, n, l0]
-                    s1 = scale[b, n, l1] if j + 1 < n_kept else zero
-                    x0, x1 = X[rows[b, n, l0]], X[rows[b, n, l1]]  # (dp,)
-                    for k in range(0, K, 2):
-                        g0, g1 = GA[k], GA[k + 1]
-                        a00, a01, a10, a11 = zero, zero, zero, zero
-                        for i in range(dp):
-                            a00 += x0[i] * g0[i]
-                            a01 += x0[i] * g1[i]
-                            a10 += x1[i] * g0[i]
-                            a11 += x1[i] * g1[i]
-                        out[n, l0, k] += s0 * a00
-                        out[n, l0, k + 1] += s0 * a01
-                        out[n, l1, k] += s1 * a10
-                        out[n, l1, k + 1] += s1 * a11
-    dM3 = np.zeros((N, L, K), dtype=patches.dtype)
-    for t in range(chunks):
-        dM3 += partial[t, :, :, :K]  # column K took the odd k's zero products
+                        GA[k, i] += g * At[b, n, j, i]
+            acc = c[b] * tau[b, n]
+            for k in range(K):
+                for i in range(d):
+                    acc += GA[k, i] * At[b, n, k, i]
+            ds[b, n] = acc
+            n_kept = _kept_rows(scale[b, n], kept)
+            for j in range(0, n_kept, 2):
+                l0 = kept[j]
+                l1 = kept[j + 1] if j + 1 < n_kept else l0
+                s0 = scale[b, n, l0]
+                s1 = scale[b, n, l1] if j + 1 < n_kept else zero
+                x0, x1 = X[rows[b, n, l0]], X[rows[b, n, l1]]  # (dp,)
+                for k in range(0, K, 4):
+                    g0, g1, g2, g3 = GA[k], GA[k + 1], GA[k + 2], GA[k + 3]
+                    a00, a01, a02, a03 = zero, zero, zero, zero
+                    a10, a11, a12, a13 = zero, zero, zero, zero
+                    for i in range(dp):
+                        u, v = x0[i], x1[i]
+                        a00 += u * g0[i]
+                        a01 += u * g1[i]
+                        a02 += u * g2[i]
+                        a03 += u * g3[i]
+                        a10 += v * g0[i]
+                        a11 += v * g1[i]
+                        a12 += v * g2[i]
+                        a13 += v * g3[i]
+                    o0, o1 = out[n, l0], out[n, l1]
+                    o0[k] += s0 * a00
+                    o1[k] += s1 * a10
+                    if k + 1 < K:
+                        o0[k + 1] += s0 * a01
+                        o1[k + 1] += s1 * a11
+                    if k + 2 < K:
+                        o0[k + 2] += s0 * a02
+                        o1[k + 2] += s1 * a12
+                    if k + 3 < K:
+                        o0[k + 3] += s0 * a03
+                        o1[k + 3] += s1 * a13
+    dM3 = partial[0]
+    for t in range(1, chunks):
+        dM3 += partial[t]
     for n in range(N):
         dM3[n] *= 2 * s[n]
     return dM3, ds
