@@ -57,11 +57,12 @@ class Preset:
     def as_dict(self):
         return asdict(self)
 
-    def objective(self, n_train, nll_beta=None):
+    def objective(self, n_train, nll_beta=None, reg_scale=1.0):
         """The loss this preset trains with, for ``n_train`` training examples (the elbo's
-        N_train); ``nll_beta`` None means the preset's."""
+        N_train); ``nll_beta`` None means the preset's; ``reg_scale`` multiplies the
+        regulariser (an experiment's knob)."""
         beta = self.nll_beta if nll_beta is None else nll_beta
-        return Objective(self.regulariser, n_train=n_train, nll_beta=beta)
+        return Objective(self.regulariser, n_train=n_train, nll_beta=beta, reg_scale=reg_scale)
 
 
 AUTHORS_RHO = (-12.0, -2.2)

@@ -72,6 +72,8 @@ class TrainOptions:
     nll_beta: float | None = field(default=None, metadata=option(
         "beta of the beta-NLL data term: 0 is the plain Gaussian NLL, 0.5 or 1 weight each "
         "example by its variance (tinybnn/losses.py) (default: the preset's)"))
+    reg_scale: float = field(default=1.0, metadata=option(
+        "multiply the preset's regulariser by this (1: the preset's formula)"))
     seed: int = field(default=0, metadata=option("seed of every random choice"))
     dtype: str = field(default="float64", metadata=option(
         "float64 or float32 (float32 is faster; gradient checks stay in float64)",
@@ -111,6 +113,7 @@ def _check(o):
     need(0 <= o.validation < 1, "validation must be a fraction in [0, 1)", o.validation)
     need(o.dtype in ("float64", "float32"), "dtype must be float64 or float32", o.dtype)
     need(o.rho_rate > 0, "rho rate must be a positive number", o.rho_rate)
+    need(o.reg_scale >= 0, "reg scale must be a number >= 0", o.reg_scale)
     need(0 <= o.nll_beta <= 1, "nll beta must lie in [0, 1]", o.nll_beta)
     need(o.last_variance is None or o.last_variance > 0, "last variance must be positive",
          o.last_variance)
@@ -207,7 +210,7 @@ def train_run(options, *, log=None):
                           f"found {o.batch_size}")
     model = build_model(o, ds.train.x.shape[1:], len(ds.classes))
     preset = presets.get(o.preset)
-    objective = preset.objective(len(ds.train.y), nll_beta=o.nll_beta)
+    objective = preset.objective(len(ds.train.y), nll_beta=o.nll_beta, reg_scale=o.reg_scale)
     meta = {"options": asdict(o), "preset": preset.as_dict(),
             "classes": list(ds.classes)}
     start = time.perf_counter()
