@@ -1,36 +1,42 @@
-"""Self-compression, step by step: tinybnn's main job (``tinybnn compress``).
+"""Self-compression as the paper describes it, in memory: train, remove the kernels the network
+switched off, retrain, and repeat until no kernel switches off (:func:`self_compress`).
 
-1. **Train** (or load) a Bayesian paper CNN and, with the same data, seed and budget, a vanilla
-   one (:func:`train_pair`). Beyond the paper, the same procedure compresses the first hidden
-   layer of a VDP MLP, ranking units by the norm of their incoming mean weights
-   (:class:`Target` says which).
-2. **Rank** the conv kernels by a criterion and 3. **select** the redundant ones by a rule
-   (:mod:`tinybnn.prune`).
-4. **Remove** them structurally, and measure how much the prediction moved.
-5. **Fine-tune** the smaller network from its weights (default) or **retrain** it from scratch.
-6. **Measure** it (:func:`measure`): kernels, parameters by kind, model-file bytes, flops,
-   inference time, test accuracy, NLL, mean predictive variance.
-7. **Repeat** until no kernel is selected, the accuracy falls more than ``tolerance`` below the
-   start, a target size is reached, or ``max_stages`` stages ran; the reason is reported.
+One stage is the chain of :mod:`tinybnn.prune`'s steps::
 
-Then the baselines that show what the Bayesian network does that a vanilla one cannot:
-both networks pruned by norm *without* retraining over a grid of sizes, and vanilla networks
-retrained from scratch at each size. :mod:`tinybnn.compress_run` wires these steps to the output
-folder (report.json, report.md, plots, the compressed model).
+    rank (||M_k||)  ->  select (the rule: below NEAR_ZERO = 1e-3, the paper's)  ->  remove
+      ->  compare (how far the prediction moved)  ->  retrain  ->  measure
+
+and :func:`self_compress` repeats it. Every decision reads the **validation** split: which stage
+is kept (its validation accuracy may fall at most ``tolerance`` below the trained network's),
+and when to stop. The test split is only measured and reported (``tests/test_compress.py``
+changes the test labels and checks that no decision changes).
+
+What the procedure is compared with (the *baselines*):
+
+- the same trained networks pruned by kernel norm to a grid of sizes **without retraining**,
+  Bayesian and vanilla (a vanilla network trained on the same data with the same budget);
+- the vanilla network **pruned like the Bayesian one**, stage by stage: the same number of its
+  lowest-norm kernels removed at each stage, then the same retraining;
+- optionally, vanilla networks **retrained from scratch** at each size.
+
+Retraining is a callable ``retrain(model, stage) -> (model, history)`` (:func:`finetune`
+continues from the pruned weights, :func:`from_scratch` trains a new network of the smaller
+size), so a notebook can pass its own. :mod:`tinybnn.jobs.compress` writes what this returns.
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import io
 from .cost import forward_flops
 from .errors import ConfigError
 from .evaluate import evaluate, predict
+from .io import file_size, parameter_bytes
 from .model import mlp, paper_cnn
-from .prune import compare, rank, remove, select, unit_means
+from .prune import compare, rank, remove, select
 from .train import fit
+from .units import NEAR_ZERO, n_units, switched_off, unit_norms, unit_record
 
 
 @dataclass(frozen=True)
@@ -39,32 +45,34 @@ class Target:
     hidden layer; the other hidden sizes stay fixed).
 
     kind : "cnn" or "mlp";  input_shape, n_classes : of the data;  rest : the MLP's other
-    hidden sizes after the pruned one;  rho_range : the initial rho of a new network.
+    hidden sizes after the pruned one.
     """
 
     kind: str
     input_shape: tuple
     n_classes: int
     rest: tuple = ()
-    rho_range: tuple = (-10.0, -9.0)
+
+    def __post_init__(self):
+        if self.kind not in ("cnn", "mlp"):
+            raise ConfigError(f"a compression target is 'cnn' or 'mlp', found {self.kind!r}")
 
     @property
     def layer(self):
         return "conv" if self.kind == "cnn" else "fc1"
 
-    def build(self, n, *, bayesian=True, seed=0, dtype=np.float64):
-        """A freshly initialised network with ``n`` kernels (units) in the pruned layer."""
+    def build(self, n, config, *, bayesian=True, seed=0, dtype=np.float64):
+        """A freshly initialised network with ``n`` kernels (units) in the pruned layer, its
+        variances initialised as the TrainConfig ``config`` says."""
+        kw = dict(bayesian=bayesian, input_shape=self.input_shape, seed=seed, dtype=dtype,
+                  rho_range=config.rho_init, last_variance=config.last_variance)
         if self.kind == "cnn":
-            return paper_cnn(n, bayesian=bayesian, input_shape=self.input_shape,
-                             n_classes=self.n_classes, seed=seed, dtype=dtype,
-                             rho_range=self.rho_range)
-        sizes = (int(np.prod(self.input_shape)), n, *self.rest, self.n_classes)
-        return mlp(sizes, bayesian=bayesian, input_shape=self.input_shape, seed=seed, dtype=dtype,
-                   rho_range=self.rho_range)
+            return paper_cnn(n, n_classes=self.n_classes, **kw)
+        return mlp((int(np.prod(self.input_shape)), n, *self.rest, self.n_classes), **kw)
 
     def count(self, model):
         """Kernels (units) of the pruned layer."""
-        return unit_means(model[self.layer]).shape[0]
+        return n_units(model[self.layer])
 
     def check(self, model, path):
         """Raise ConfigError unless ``model`` (read from ``path``) is of this kind."""
@@ -82,6 +90,11 @@ class Target:
                               f"{self.input_shape}")
 
 
+# ---------------------------------------------------------------------------------------------
+# measuring
+# ---------------------------------------------------------------------------------------------
+
+
 def inference_ms(model, x, repeats=5):
     """Median wall time (ms) of ``predict`` on ``x``, per 100 examples, after one warm-up."""
     predict(model, x[:10])
@@ -93,82 +106,262 @@ def inference_ms(model, x, repeats=5):
     return 1000 * float(np.median(times)) * 100 / len(x)
 
 
-NEAR_ZERO = 1e-3  # the paper's sense of "near zero": ||M_k||_F below this (PAPER.md)
-
-
-def measure(model, target, test, *, timing_x=None):
-    """The figures recorded at every stage, as a dict."""
-    m = evaluate(model, test)
-    norms = np.linalg.norm(unit_means(model[target.layer]), axis=1)
+def measure(model, target, ds, *, timing_x=None):
+    """What is recorded of a network at every stage: its kernels, its size and cost, and its
+    metrics on the validation split (which decisions read) and the test split (reported)."""
+    norms = unit_norms(model[target.layer])
     out = {
         "kernels": target.count(model),
-        "near_zero_kernels": int((norms < NEAR_ZERO).sum()),
+        "switched_off": len(switched_off(norms)),
         "smallest_kernel_norm": float(norms.min()),
+        "kernel_norms": norms.tolist(),
         "n_parameters": model.n_parameters(),
-        "model_bytes": io.file_size(model),
+        "parameter_bytes": parameter_bytes(model),
+        "model_file_bytes": file_size(model),
         "flops_per_example": forward_flops(model)["total"],
-        "test_accuracy": m["accuracy"], "test_nll": m["nll"], "test_log_loss": m["log_loss"],
-        "test_mean_predictive_variance": m["mean_predictive_variance"],
     }
+    for split in ("val", "test"):
+        part = getattr(ds, split)
+        if part is None:
+            continue
+        m = evaluate(model, part)
+        out.update({f"{split}_{k}": v for k, v in m.items() if k not in ("n", "per_class_accuracy")})
     if timing_x is not None:
         out["inference_ms_per_100"] = inference_ms(model, timing_x)
     return out
 
 
-def train_pair(ds, target, n, *, objective, train_kw, seed, dtype, vanilla=True, bayes=None):
-    """A Bayesian and (optionally) a vanilla network with ``n`` kernels (units) trained on the
-    same data, seed and budget; returns (bayes, vanilla or None, {"bayes": history,
-    "vanilla": history}). A given trained ``bayes`` is used as it is (its history is empty)."""
-    histories = {"bayes": []}
-    if bayes is None:
-        bayes = target.build(n, seed=seed, dtype=dtype)
-        histories["bayes"] = fit(bayes, ds.train, val=ds.val, objective=objective, seed=seed,
-                                 **train_kw)
-    plain = None
-    if vanilla:
-        plain = target.build(n, bayesian=False, seed=seed, dtype=dtype)
-        histories["vanilla"] = fit(plain, ds.train, val=ds.val, objective=objective, seed=seed,
-                                   **train_kw)
-    return bayes, plain, histories
+def accuracies(model, ds):
+    """{"val_accuracy", "test_accuracy"} of ``model``."""
+    return {f"{split}_accuracy": evaluate(model, getattr(ds, split))["accuracy"]
+            for split in ("val", "test") if getattr(ds, split) is not None}
 
 
-def compress_stage(model, target, ids, ds, *, criterion, rule, value, retrain, train_kw,
-                   finetune_kw, objective, seed, check_x):
-    """One stage: rank, select, remove, fine-tune (or retrain), measure.
+# ---------------------------------------------------------------------------------------------
+# retraining
+# ---------------------------------------------------------------------------------------------
 
-    ``ids`` maps the model's current kernels to their index in the original network. Returns
-    (smaller model, its ids, the stage record) or (None, ids, record) if nothing was selected.
+
+def finetune(ds, config, *, epochs, seed=0, progress=False):
+    """``retrain`` that continues training the pruned network from its weights, with
+    ``config``'s schedule for ``epochs`` epochs (a new optimiser)."""
+    def retrain(model, stage):
+        kw = config.fit_kwargs(len(ds.train.y), seed=seed + stage, epochs=epochs,
+                               progress=progress)
+        return model, fit(model, ds.train, val=ds.val, **kw)
+    return retrain
+
+
+def from_scratch(ds, target, config, *, seed=0, dtype=np.float64, progress=False):
+    """``retrain`` that trains a new network of the pruned size from scratch, with
+    ``config``'s whole schedule."""
+    def retrain(model, stage):
+        new = target.build(target.count(model), config, bayesian=model.bayesian, seed=seed,
+                           dtype=dtype)
+        kw = config.fit_kwargs(len(ds.train.y), seed=seed, progress=progress)
+        return new, fit(new, ds.train, val=ds.val, **kw)
+    return retrain
+
+
+# ---------------------------------------------------------------------------------------------
+# one stage, and the loop
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How :func:`self_compress` compresses.
+
+    rule, value   : the selection rule of tinybnn.prune.select and its parameter (default: the
+                    paper's, remove the kernels with ||M_k||_F below 1e-3)
+    criterion     : the ranking (tinybnn.prune.rank); the paper's is "norm"
+    max_stages    : at most this many stages after the trained network
+    tolerance     : a stage is kept while its validation accuracy is at least the trained
+                    network's minus this (a fraction)
+    target_kernels: stop once this many kernels or fewer remain (None: no target)
+    check_examples: validation images on which the prediction's change on removal is measured
     """
+
+    rule: str = "threshold"
+    value: float = NEAR_ZERO
+    criterion: str = "norm"
+    max_stages: int = 5
+    tolerance: float = 0.005
+    target_kernels: int | None = None
+    check_examples: int = 1000
+
+
+def stage(model, target, ids, plan, retrain, ds, index, check_x):
+    """One stage: rank, select, remove, compare, retrain. Returns (new model, its kernel ids,
+    the record) or (None, ids, record) when the rule selects nothing."""
     t0 = time.perf_counter()
-    ranking = rank(model, target.layer, criterion)
-    sel = select(ranking, rule, value)
-    record = {"criterion": criterion, "rule": rule, "value": value, "cutoff": sel.cutoff,
-              "scores": {int(ids[k]): s for k, s in enumerate(sel.scores)},
-              "selection_note": sel.note,
-              "removed": [int(ids[k]) for k in sel.removed]}
+    ranking = rank(model, target.layer, plan.criterion)
+    sel = select(ranking, plan.rule, plan.value)
+    record = {"stage": index, "rule": plan.rule, "value": plan.value, "cutoff": sel.cutoff,
+              "selection_note": sel.note, "removed": [int(ids[k]) for k in sel.removed]}
     if not sel.removed:
         return None, ids, record
-    norms = np.linalg.norm(unit_means(model[target.layer]), axis=1)
+    norms = unit_norms(model[target.layer])
     record["removed_norms"] = [float(norms[k]) for k in sel.removed]
-    record["removed_exactly_zero"] = int(sum(norms[k] == 0 for k in sel.removed))
     smaller = remove(model, target.layer, sel.removed)
-    change = compare(model, smaller, check_x)
-    record["change_on_removal"] = {"max_mean_change": change.max_mean_change,
-                                   "max_cov_change": change.max_cov_change,
-                                   "relative_cov_change": change.relative_cov_change,
-                                   "n_examples": int(len(check_x))}
-    record["test_accuracy_before_retraining"] = evaluate(smaller, ds.test)["accuracy"]
+    record["change_on_removal"] = vars(compare(model, smaller, check_x))
+    record["before_retraining"] = accuracies(smaller, ds)
     new_ids = [ids[k] for k in sel.kept]
-    if retrain == "scratch":
-        smaller = target.build(len(new_ids), seed=seed, dtype=model.dtype.type)
-        record["history"] = fit(smaller, ds.train, val=ds.val, objective=objective, seed=seed,
-                                **train_kw)
-    else:
-        record["history"] = fit(smaller, ds.train, val=ds.val, objective=objective, seed=seed,
-                                **finetune_kw)
-    record["retrain"] = retrain
+    smaller, record["history"] = retrain(smaller, index)
     record["seconds"] = time.perf_counter() - t0
     return smaller, new_ids, record
+
+
+@dataclass
+class CompressResult:
+    """What :func:`self_compress` returns.
+
+    stages     : a record per stage (dicts: kernels, their ids, what was removed, the change
+                 on removal, the training history, the measurements, accepted); stage 0 is
+                 the trained network
+    model      : the last accepted network;  kernel_ids : its kernels' ids in the trained one
+    trained    : the trained network (stage 0);  vanilla : its vanilla twin, or None
+    baselines  : {label: [(kernels, test accuracy)]}
+    stop_reason: why the loop ended
+    """
+
+    stages: list
+    model: object
+    kernel_ids: list
+    trained: object
+    vanilla: object = None
+    baselines: dict = field(default_factory=dict)
+    stop_reason: str = ""
+
+    @property
+    def accepted(self):
+        """The records of the accepted stages (stage 0 included)."""
+        return [r for r in self.stages if r["accepted"]]
+
+
+def self_compress(ds, target, config, plan=Plan(), *, retrain, n_kernels=None, trained=None,
+                  vanilla=True, seed=0, dtype=np.float64, progress=False, timing_x=None,
+                  log=None):
+    """Train a network with ``n_kernels`` kernels (or take ``trained``), then compress it stage
+    by stage until the rule selects nothing, a stage is rejected on the validation split, the
+    target size is reached or ``plan.max_stages`` stages ran; returns a CompressResult.
+
+    ds : a tinybnn.data split set with ``train``, ``val`` (required: the decisions read it)
+    and ``test``;  target : a Target;  config : the TrainConfig of the training, which the
+    vanilla twin shares (the same data, seed and budget);  retrain : see :func:`finetune`;
+    vanilla : also train the vanilla twin and prune it like the Bayesian network;
+    timing_x : images on which inference is timed at every stage (None: not timed).
+    """
+    if ds.val is None:
+        raise ConfigError("self-compression decides on a validation split; load the data with "
+                          "validation > 0")
+    if (trained is None) == (n_kernels is None):
+        raise ConfigError("give either n_kernels (to train a network) or trained (a trained "
+                          "network), not both or neither")
+    say = log or (lambda message: None)
+    trained, twin, s0 = _stage0(ds, target, config, plan, trained, n_kernels, vanilla, seed,
+                                dtype, progress, timing_x, say)
+    check_x = ds.val.x[:plan.check_examples]
+    stages, current, current_twin, ids, stop = [s0], trained, twin, s0["kernel_ids"], None
+    for k in range(1, plan.max_stages + 1):
+        if plan.target_kernels is not None and len(ids) <= plan.target_kernels:
+            stop = f"target size reached ({len(ids)} <= {plan.target_kernels} kernels)"
+            break
+        smaller, new_ids, record = stage(current, target, ids, plan, retrain, ds, k, check_x)
+        if smaller is None:
+            stop = f"no kernel selected by {plan.rule} (value {plan.value:g}) at stage {k}"
+            break
+        record.update(kernel_ids=new_ids, **measure(smaller, target, ds, timing_x=timing_x))
+        record["accepted"] = record["val_accuracy"] >= s0["val_accuracy"] - plan.tolerance
+        if current_twin is not None:
+            current_twin, record["vanilla"] = prune_like(current_twin, target, record, retrain,
+                                                         ds, check_x, timing_x)
+        stages.append(record)
+        say(_stage_line(record))
+        if not record["accepted"]:
+            stop = (f"validation accuracy fell more than {plan.tolerance:g} below the trained "
+                    f"network's ({record['val_accuracy']:.4f} < {s0['val_accuracy']:.4f} - "
+                    f"{plan.tolerance:g}) at stage {k}")
+            break
+        current, ids = smaller, new_ids
+    else:
+        stop = f"max_stages ({plan.max_stages}) reached"
+    result = CompressResult(stages, current, ids, trained, twin, stop_reason=stop)
+    result.baselines = baselines(result, target, ds)
+    say(f"stopped: {stop}")
+    return result
+
+
+def _stage0(ds, target, config, plan, trained, n_kernels, vanilla, seed, dtype, progress,
+            timing_x, say):
+    """Train the Bayesian network (unless given) and its vanilla twin; the stage-0 record."""
+    kw = config.fit_kwargs(len(ds.train.y), seed=seed, progress=progress)
+    s0 = {"stage": 0, "removed": [], "history": [], "accepted": True}
+    if trained is None:
+        trained = target.build(n_kernels, config, seed=seed, dtype=dtype)
+        s0["start_units"] = unit_record(trained)
+        say(f"training the Bayesian {target.kind} with {n_kernels} kernels/units on "
+            f"{len(ds.train.y)} images: preset {config.name}, {config.epochs} epochs of "
+            f"batches of {config.batch_size}")
+        s0["history"] = fit(trained, ds.train, val=ds.val, **kw)
+    twin = None
+    if vanilla:
+        say("training its vanilla twin with the same data, seed and budget")
+        twin = target.build(target.count(trained), config, bayesian=False, seed=seed,
+                            dtype=dtype)
+        s0["vanilla_history"] = fit(twin, ds.train, val=ds.val, **kw)
+    s0.update(kernel_ids=list(range(target.count(trained))),
+              **measure(trained, target, ds, timing_x=timing_x))  # measure counts "kernels"
+    if twin is not None:
+        s0["vanilla"] = measure(twin, target, ds, timing_x=timing_x)
+    say(f"stage 0: {s0['kernels']} kernels, {s0['switched_off']} switched off (norm below "
+        f"{NEAR_ZERO:g}), validation accuracy {s0['val_accuracy']:.4f}")
+    return trained, twin, s0
+
+
+def _stage_line(r):
+    norms = ", ".join(f"{v:.1e}" for v in r["removed_norms"][:5])
+    more = ", ..." if len(r["removed"]) > 5 else ""
+    return (f"stage {r['stage']}: removed {len(r['removed'])} (norms {norms}{more}); the "
+            f"predictive mean moved by {r['change_on_removal']['max_mean_change']:.1e}; "
+            f"{r['kernels']} kernels left, {r['switched_off']} switched off after retraining, "
+            f"validation accuracy {r['val_accuracy']:.4f}{'' if r['accepted'] else ' (rejected)'}")
+
+
+def prune_like(twin, target, record, retrain, ds, check_x, timing_x):
+    """The vanilla twin's stage: remove as many of its lowest-norm kernels as the Bayesian stage
+    ``record`` removed, measure the change and the accuracy, retrain it the same way. Returns
+    (the retrained twin, its record)."""
+    sel = select(rank(twin, target.layer, "norm"), "count", len(record["removed"]))
+    norms = unit_norms(twin[target.layer])
+    smaller = remove(twin, target.layer, sel.removed)
+    out = {"removed_norms": [float(norms[k]) for k in sel.removed],
+           "change_on_removal": vars(compare(twin, smaller, check_x)),
+           "before_retraining": accuracies(smaller, ds)}
+    smaller, out["history"] = retrain(smaller, record["stage"])
+    out.update(measure(smaller, target, ds, timing_x=timing_x))
+    return smaller, out
+
+
+def baselines(result, target, ds):
+    """{label: [(kernels, test accuracy)]}: the accepted stages, the vanilla twin pruned and
+    retrained like them, and both trained networks pruned by norm without retraining to the
+    stages' sizes and a grid of other sizes."""
+    n = target.count(result.trained)
+    accepted = result.accepted
+    sizes = size_grid(n, [r["kernels"] for r in accepted])
+    curves = {"Bayesian, self-compression":
+              [(r["kernels"], r["test_accuracy"]) for r in accepted],
+              "Bayesian, pruned by norm, no retraining":
+              pruned_without_retraining(result.trained, target, sizes, ds.test)}
+    if result.vanilla is not None:
+        curves["vanilla, pruned by norm, no retraining"] = pruned_without_retraining(
+            result.vanilla, target, sizes, ds.test)
+        curves["vanilla, pruned and retrained like the Bayesian"] = [
+            (n, result.stages[0]["vanilla"]["test_accuracy"])] + [
+            (r["vanilla"]["kernels"], r["vanilla"]["test_accuracy"])
+            for r in result.stages[1:] if "vanilla" in r]
+    return curves
 
 
 def pruned_without_retraining(model, target, sizes, test):
@@ -183,18 +376,53 @@ def pruned_without_retraining(model, target, sizes, test):
     return points
 
 
-def vanilla_retrained(ds, target, sizes, *, objective, train_kw, seed, dtype):
-    """[(kernels, test accuracy)] of vanilla networks trained from scratch with ``k`` kernels."""
+def vanilla_retrained(ds, target, config, sizes, *, seed=0, dtype=np.float64, progress=False):
+    """[(kernels, test accuracy)] of vanilla networks trained from scratch with ``k`` kernels,
+    with the config's whole budget (an optional, costly baseline)."""
     points = []
     for k in sizes:
-        net = target.build(int(k), bayesian=False, seed=seed, dtype=dtype)
-        fit(net, ds.train, objective=objective, seed=seed, **train_kw)
+        net = target.build(int(k), config, bayesian=False, seed=seed, dtype=dtype)
+        fit(net, ds.train, **config.fit_kwargs(len(ds.train.y), seed=seed, progress=progress))
         points.append((int(k), evaluate(net, ds.test)["accuracy"]))
     return points
 
 
 def size_grid(n, stage_sizes):
-    """Kernel counts for the baseline curves: the stages' sizes and fractions of n."""
-    grid = {n, *stage_sizes}
+    """Kernel counts for the baseline curves: the stages' sizes, n minus one to four, and
+    fractions of n."""
+    grid = {n, *stage_sizes, *(n - k for k in range(1, 5) if n - k >= 1)}
     grid |= {max(1, int(round(n * f))) for f in (0.75, 0.5, 0.25, 0.125)}
     return sorted(grid)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the histories: when kernels switched off, and their trajectories
+# ---------------------------------------------------------------------------------------------
+
+
+def trajectory(stages, layer):
+    """The norm of every kernel of the trained network through all stages' epochs.
+
+    Returns (epochs (E,), norms (E, N0)): cumulative epochs (0 = before training, when known),
+    and each kernel's norm by its original id, NaN once it has been removed.
+    """
+    n0 = len(stages[0]["kernel_ids"])
+    epochs, rows = [], []
+    if "start_units" in stages[0]:
+        epochs.append(0)
+        rows.append(np.asarray(stages[0]["start_units"][layer]["norms"], dtype=float))
+    done = 0
+    for r in stages:
+        for h in r.get("history", []):
+            for snap in h.get("snapshots", []) + [h]:
+                row = np.full(n0, np.nan)
+                row[r["kernel_ids"]] = snap["units"][layer]["norms"]
+                epochs.append(done + snap["epoch"])
+                rows.append(row)
+        done += len(r.get("history", []))
+    return np.array(epochs, dtype=float), np.array(rows)
+
+
+def switch_off_counts(history, layer, threshold=NEAR_ZERO):
+    """[kernels (units) below ``threshold`` after each epoch of ``history``]."""
+    return [len(switched_off(h["units"][layer]["norms"], threshold)) for h in history]

@@ -1,17 +1,19 @@
-"""``tinybnn compress``: the steps of :mod:`tinybnn.compress` wired to an output folder.
+"""``tinybnn compress``: :func:`tinybnn.compress.self_compress` run on a shipped dataset, and
+what it returns written to an output folder.
 
 Writes into ``options.out``::
 
-    report.json        every stage (kernels kept, which were removed, criterion values, the
-                       prediction change on removal, accuracy, parameters, bytes, flops, times),
-                       the stopping reason, the baselines, the options, preset and seed
-    report.md          the plots, each with one sentence on what it shows, and a summary table
-    model.npz          the compressed Bayesian model (the last accepted stage)
-    trained.npz        the Bayesian model as trained, before any stage (not written when it
-                       came from --model): pass it to --model to try other rules without
-                       training again
-    stage<k>_norms.png, stage<k>_kernels.png, stage<k>_variances.png     at every stage
-    stages.png, accuracy_vs_kernels.png                                  after the run
+    report.json        every stage (kernels kept, which were removed and their norms, the
+                       prediction's change on removal, the training history with every
+                       epoch's kernel norms, validation and test metrics, sizes, flops, times),
+                       the vanilla twin's stages, the baselines, the stop reason, the options
+    report.md          the figures, each with a sentence, and the tables
+    trained.npz        the Bayesian network as trained, before any stage (pass it to --model
+                       to try other rules without training again; not written with --model)
+    model.npz          the compressed Bayesian network (the last accepted stage)
+    self_compression.png   kernel norms through training, and test accuracy against kernels
+                           kept, Bayesian against vanilla (the README's picture)
+    norms.png, kernels.png, variances.png, accuracy_vs_kernels.png
 """
 
 import time
@@ -20,18 +22,21 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import compress as C
-from . import data, io, plots, presets
+from . import data, io, presets, threads
 from .errors import ConfigError
-from .prune import CRITERIA, RULES, check_rule, rank, select, unit_means
+from .prune import CRITERIA, RULES, check_rule
 from .report import write_markdown
 from .runs import hidden_sizes, option, prepare_output, write_json
+from .units import NEAR_ZERO
 
 
 @dataclass
 class CompressOptions:
-    """Everything ``tinybnn compress`` needs. The defaults are the README's quick main job."""
+    """Everything ``tinybnn compress`` needs. The defaults are the README's main job; None means
+    "the preset's value"."""
 
-    dataset: str = field(default="mnist", metadata=option("dataset: mnist or fashion_mnist"))
+    dataset: str = field(default="mnist", metadata=option(
+        "dataset: mnist, fashion_mnist or digits"))
     architecture: str = field(default="cnn", metadata=option(
         "cnn: the paper's CNN (its conv kernels are removed); mlp: a VDP MLP (the units of its "
         "first hidden layer are removed)", choices=("cnn", "mlp")))
@@ -39,212 +44,169 @@ class CompressOptions:
         "conv kernels N of the CNN, or units of the MLP's first hidden layer"))
     hidden: str = field(default="", metadata=option(
         "the MLP's further hidden sizes after the pruned layer, comma-separated (none)"))
-    subset: int | None = field(default=20000, metadata=option(
+    subset: int = field(default=0, metadata=option(
         "training images (class-balanced, seeded); 0 for all"))
-    validation: float = field(default=1 / 12, metadata=option("fraction held out for validation"))
-    preset: str = field(default="tinybnn", metadata=option(
-        "training preset: tinybnn, authors2019, authors_later, elbo or elbo_beta "
-        "(tinybnn/presets.py)"))
-    epochs: int | None = field(default=3, metadata=option(
-        "epochs of the initial training (0 or less: the preset's)"))
+    validation: float = field(default=1 / 12, metadata=option(
+        "fraction held out for validation, which every decision reads"))
+    preset: str = field(default="authors2019_quick", metadata=option(
+        "training preset (tinybnn/presets.py): authors2019_quick, authors2019, tinybnn, "
+        "authors_later, elbo or elbo_beta"))
+    epochs: int | None = field(default=None, metadata=option("epochs of the first training"))
     batch_size: int | None = field(default=None, metadata=option("minibatch size"))
     lr: float | None = field(default=None, metadata=option("initial learning rate"))
     final_lr: float | None = field(default=None, metadata=option(
-        "learning rate at the end of the initial training (exponential decay); fine-tuning "
-        "runs at this rate"))
+        "learning rate at the end of each training (exponential decay)"))
     rho_init: str | None = field(default=None, metadata=option(
         "initial rho drawn from U[low, high]: write --rho-init=low,high"))
-    finetune_epochs: int = field(default=1, metadata=option("epochs of fine-tuning per stage"))
-    criterion: str = field(default="norm", metadata=option(
-        "kernel ranking: norm, snr, variance or random", choices=CRITERIA))
-    rule: str = field(default="median_fraction", metadata=option(
-        "selection rule: threshold (the paper's, with --value 1e-3), median_fraction, "
-        "largest_gap or count", choices=RULES))
-    value: float = field(default=0.75, metadata=option("the selection rule's parameter"))
+    last_variance: float | None = field(default=None, metadata=option(
+        "initial variance of the last layer's units (0: drawn like the others)"))
+    reg_scale: float | None = field(default=None, metadata=option(
+        "multiply the preset's regulariser by this"))
     retrain: str = field(default="finetune", metadata=option(
-        "after removal: finetune (continue from the weights) or scratch",
-        choices=("finetune", "scratch")))
+        "after a removal: finetune (continue from the pruned weights) or scratch (train a new "
+        "network of the smaller size)", choices=("finetune", "scratch")))
+    retrain_epochs: int = field(default=1, metadata=option(
+        "epochs of fine-tuning after each removal (scratch: the preset's epochs)"))
+    criterion: str = field(default="norm", metadata=option(
+        "kernel ranking: norm (the paper's), snr, variance or random", choices=CRITERIA))
+    rule: str = field(default="threshold", metadata=option(
+        "selection rule: threshold (remove the kernels whose norm is below --value; the paper's "
+        "1e-3), largest_gap, median_fraction or count", choices=RULES))
+    value: float = field(default=NEAR_ZERO, metadata=option("the selection rule's parameter"))
     tolerance: float = field(default=0.005, metadata=option(
-        "stop when test accuracy falls more than this (a fraction) below the start"))
+        "keep a stage while its validation accuracy is at most this much (a fraction) below "
+        "the trained network's"))
     target_kernels: int | None = field(default=None, metadata=option(
-        "stop once this many kernels or fewer remain"))
+        "stop once this many kernels or fewer remain (none)"))
     max_stages: int = field(default=3, metadata=option("at most this many stages"))
-    baselines: bool = field(default=True, metadata=option(
-        "also train the vanilla network and measure the baselines"))
+    vanilla: bool = field(default=True, metadata=option(
+        "also train the vanilla twin (the same data, seed and budget) and prune it the same way"))
+    scratch_baselines: bool = field(default=False, metadata=option(
+        "also train vanilla networks from scratch at each size of the baseline curves (costly)"))
     model: str | None = field(default=None, metadata=option(
-        "start from this trained Bayesian paper CNN (a model file) instead of training one"))
+        "start from this trained Bayesian network (a model file) instead of training one"))
     seed: int = field(default=0, metadata=option("seed of every random choice"))
     dtype: str = field(default="float64", metadata=option(
         "float64 or float32", choices=("float64", "float32")))
     out: str = field(default="runs/compress", metadata=option("output folder"))
     progress: bool = field(default=True, metadata=option("show progress bars"))
 
-    def checked(self):
-        p = presets.get(self.preset)
-        o = CompressOptions(**asdict(self))
-        o.epochs = p.epochs if o.epochs is None or o.epochs <= 0 else o.epochs
-        o.batch_size = p.batch_size if o.batch_size is None else o.batch_size
-        o.lr = p.lr if o.lr is None else o.lr
-        o.final_lr = p.final_lr if o.final_lr is None else o.final_lr
-        o.rho_init = ",".join(f"{v:g}" for v in presets.rho_range(o.rho_init, o.preset))
-        o.subset = None if not o.subset else o.subset
+    def config(self):
+        """The TrainConfig: the preset with this run's overrides."""
+        return presets.resolve(self.preset, epochs=self.epochs, batch_size=self.batch_size,
+                               lr=self.lr, final_lr=self.final_lr, rho_init=self.rho_init,
+                               last_variance=self.last_variance, reg_scale=self.reg_scale)
+
+    def check(self):
+        """Raise a ConfigError naming the first impossible option (before any work)."""
         for name, expected, ok in (
-                ("kernels", "an integer >= 1", o.kernels >= 1),
-                ("batch_size", "an integer >= 1", o.batch_size >= 1),
-                ("epochs", "an integer >= 1", o.epochs >= 1),
-                ("finetune_epochs", "an integer >= 0", o.finetune_epochs >= 0),
-                ("max_stages", "an integer >= 0", o.max_stages >= 0),
-                ("lr", "a positive number", o.lr > 0),
-                ("final_lr", "a positive number", o.final_lr is None or o.final_lr > 0),
-                ("tolerance", "a fraction in [0, 1)", 0 <= o.tolerance < 1),
+                ("kernels", "an integer >= 1", self.kernels >= 1),
+                ("subset", "an integer >= 0", self.subset >= 0),
+                ("validation", "a fraction in (0, 1)", 0 < self.validation < 1),
+                ("retrain_epochs", "an integer >= 1", self.retrain_epochs >= 1),
+                ("max_stages", "an integer >= 0", self.max_stages >= 0),
+                ("tolerance", "a fraction in [0, 1)", 0 <= self.tolerance < 1),
                 ("target_kernels", "an integer >= 1",
-                 o.target_kernels is None or o.target_kernels >= 1)):
+                 self.target_kernels is None or self.target_kernels >= 1)):
             if not ok:
-                raise ConfigError(f"{name} must be {expected}, found {getattr(o, name)!r}")
-        if o.dataset not in ("mnist", "fashion_mnist", "digits"):
+                raise ConfigError(f"{name} must be {expected}, found {getattr(self, name)!r}")
+        if self.dataset not in ("mnist", "fashion_mnist", "digits"):
             raise ConfigError(f"compress needs an image dataset (mnist, fashion_mnist, digits), "
-                              f"found {o.dataset!r}")
-        return o
-
-
-def unit_images(model, target):
-    """One image per kernel (unit) of the pruned layer: a conv kernel's first input channel,
-    or an MLP unit's incoming weights shaped like the input image."""
-    layer = model[target.layer]
-    if target.kind == "cnn":
-        return layer.params["M"][:, 0]
-    C, H, W = target.input_shape if len(target.input_shape) == 3 else (1, 1, target.input_shape[0])
-    return layer.params["M"].T.reshape(-1, C, H, W)[:, 0]
-
-
-def _stage_plots(out, k, model, target, ids, vanilla, record, title):
-    norms = np.linalg.norm(unit_means(model[target.layer]), axis=1)
-    removed_pos = [ids.index(i) for i in record.get("removed", [])]
-    vnorms = None if vanilla is None else rank(vanilla, target.layer, "norm").scores
-    what = "kernel" if target.kind == "cnn" else "unit"
-    files = {
-        "norms": plots.kernel_norms(norms, vnorms, record.get("cutoff"), removed_pos,
-                                    f"{title}: sorted {what} norms"),
-        "kernels": plots.kernel_grid(unit_images(model, target), removed_pos, ids,
-                                     f"{title}: {what} means", limit=40, norms=norms),
-        "variances": plots.variance_histogram(model[target.layer].s,
-                                              f"{title}: {what} variances"),
-    }
-    return {name: plots.save(fig, out / f"stage{k}_{name}.png").name for name, fig in files.items()}
+                              f"found {self.dataset!r}")
+        return self.config()
 
 
 def compress_run(options, *, log=print):
-    """Run the whole procedure; returns the report dict (also written to report.json)."""
-    o = options.checked()
+    """Run self-compression and write its files; returns the report dict."""
+    o = options
+    config = o.check()
     dtype = np.dtype(o.dtype).type
-    ds = data.load(o.dataset, subset=o.subset, validation=o.validation, seed=o.seed, dtype=dtype)
-    rest = hidden_sizes(o.hidden) if o.hidden else ()
-    target = C.Target(o.architecture, ds.train.x.shape[1:], len(ds.classes), rest,
-                      presets.rho_range(o.rho_init, o.preset))
-    start_model = None
+    ds = data.load(o.dataset, subset=o.subset or None, validation=o.validation, seed=o.seed,
+                   dtype=dtype)
+    target = C.Target(o.architecture, ds.train.x.shape[1:], len(ds.classes),
+                      hidden_sizes(o.hidden) if o.hidden else ())
+    start = None
     if o.model:
-        start_model, _ = io.load(o.model)
-        target.check(start_model, o.model)
-        start_model = start_model.astype(dtype)
-        o.kernels = target.count(start_model)
-    check_rule(o.rule, o.value, o.kernels)  # before any training
-    if o.batch_size > len(ds.train.y):
+        start, _ = io.load(o.model)
+        target.check(start, o.model)
+        start = start.astype(dtype)
+    n = target.count(start) if start is not None else o.kernels
+    check_rule(o.rule, o.value, n)  # before any training
+    if config.batch_size > len(ds.train.y):
         raise ConfigError(f"batch size must be at most the {len(ds.train.y)} training images, "
-                          f"found {o.batch_size}")
+                          f"found {config.batch_size}")
     out = prepare_output(o.out)
-    t_start = time.perf_counter()
-    preset = presets.get(o.preset)
-    objective = preset.objective(len(ds.train.y))
-    train_kw = dict(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, final_lr=o.final_lr,
-                    progress=o.progress)
-    finetune_kw = dict(train_kw, epochs=o.finetune_epochs, lr=o.final_lr or o.lr, final_lr=None)
-    trained = [w for w, on in (("Bayesian", start_model is None), ("vanilla", o.baselines)) if on]
-    log(f"training the {' and the '.join(trained)} {o.architecture} with {o.kernels} "
-        f"kernels/units on {len(ds.train.y)} {o.dataset} images ({o.epochs} epochs)" if trained
-        else f"starting from {o.model} ({o.kernels} kernels/units); no baselines")
-    bayes, vanilla, histories = C.train_pair(ds, target, o.kernels, objective=objective,
-                                             train_kw=train_kw, seed=o.seed, dtype=dtype,
-                                             vanilla=o.baselines, bayes=start_model)
-    if start_model is None:
-        io.save(out / "trained.npz", bayes,
-                {"options": asdict(o), "preset": preset.as_dict(),
-                 "history": histories["bayes"], "complete": True})
-    preview = select(rank(bayes, target.layer, o.criterion), o.rule, o.value)  # fails early
-    timing_x = ds.test.x[:500]
-    check_x = (ds.val if ds.val is not None else ds.test).x[:500]
-    ids = list(range(o.kernels))
-    stage0 = dict(stage=0, **C.measure(bayes, target, ds.test, timing_x=timing_x),
-                  history=histories["bayes"])
-    if vanilla is not None:
-        stage0["vanilla"] = C.measure(vanilla, target, ds.test, timing_x=timing_x)
-    stage0["plots"] = _stage_plots(out, 0, bayes, target, ids, vanilla,
-                                   {"cutoff": preview.cutoff, "removed": preview.removed},
-                                   "Stage 0 (trained)")
-    stage_rows, current, stop = [stage0], bayes, None
-    start_acc = stage0["test_accuracy"]
-    log(f"stage 0: {o.kernels} kernels, test accuracy {start_acc:.4f}")
-    for k in range(1, o.max_stages + 1):
-        if o.target_kernels is not None and len(ids) <= o.target_kernels:
-            stop = f"target size reached ({len(ids)} <= {o.target_kernels} kernels)"
-            break
-        smaller, new_ids, record = C.compress_stage(
-            current, target, ids, ds, criterion=o.criterion, rule=o.rule, value=o.value,
-            retrain=o.retrain, train_kw=train_kw, finetune_kw=finetune_kw,
-            objective=objective, seed=o.seed, check_x=check_x)
-        if smaller is None:
-            stop = f"no kernel selected by {o.rule} (value {o.value}) at stage {k}"
-            break
-        record.update(stage=k, **C.measure(smaller, target, ds.test, timing_x=timing_x))
-        record["plots"] = _stage_plots(out, k, smaller, target, new_ids, None, {"cutoff": None},
-                                       f"Stage {k} ({len(new_ids)} kernels)")
-        accepted = record["test_accuracy"] >= start_acc - o.tolerance
-        record["accepted"] = accepted
-        stage_rows.append(record)
-        log(f"stage {k}: removed {len(record['removed'])}, {len(new_ids)} kernels left, test "
-            f"accuracy {record['test_accuracy']:.4f}{'' if accepted else ' (rejected)'}")
-        if not accepted:
-            stop = (f"accuracy fell more than {o.tolerance:.3f} below the start "
-                    f"({record['test_accuracy']:.4f} < {start_acc:.4f} - {o.tolerance})")
-            break
-        current, ids = smaller, new_ids
-    else:
-        stop = f"max_stages ({o.max_stages}) reached"
-    if stop is None:
-        stop = "stopped"
-    log(f"stopped: {stop}")
-    io.save(out / "model.npz", current,
-            {"options": asdict(o), "preset": preset.as_dict(),
-             "kernel_ids": ids, "stop_reason": stop, "complete": True})
-    accepted_rows = [r for r in stage_rows if r.get("accepted", True)]
-    curves = {"Bayesian, self-compression":
-              [(r["kernels"], r["test_accuracy"]) for r in accepted_rows]}
-    if o.baselines:
-        sizes = C.size_grid(o.kernels, [r["kernels"] for r in accepted_rows])
-        log(f"baselines at sizes {sizes}: pruning without retraining, vanilla retrained")
-        prune = C.pruned_without_retraining
-        curves["Bayesian, pruned by norm, no retraining"] = prune(bayes, target, sizes, ds.test)
-        curves["vanilla, pruned by weight norm, no retraining"] = prune(vanilla, target, sizes,
-                                                                         ds.test)
-        curves["vanilla, retrained at each size"] = C.vanilla_retrained(
-            ds, target, [s for s in sizes if s != o.kernels], objective=objective,
-            train_kw=train_kw, seed=o.seed, dtype=dtype) + [
-            (o.kernels, stage0["vanilla"]["test_accuracy"])]
-    final_plots = {
-        "stages": plots.save(plots.stages(accepted_rows), out / "stages.png").name,
-        "accuracy_vs_kernels": plots.save(plots.accuracy_vs_kernels(curves),
-                                          out / "accuracy_vs_kernels.png").name,
-    }
-    report = {
-        "architecture": o.architecture, "pruned_layer": target.layer, "dataset": o.dataset,
-        "preset": o.preset, "seed": o.seed, "options": asdict(o),
-        "n_train": len(ds.train.y), "n_test": len(ds.test.y),
-        "start_kernels": o.kernels, "final_kernels": len(ids), "final_kernel_ids": ids,
-        "start_test_accuracy": start_acc,
-        "final_test_accuracy": accepted_rows[-1]["test_accuracy"],
-        "stop_reason": stop, "stages": stage_rows,
-        "baselines": {label: [[k, a] for k, a in pts] for label, pts in curves.items()},
-        "plots": final_plots, "seconds": time.perf_counter() - t_start,
-    }
+    t0 = time.perf_counter()
+    if start is not None:
+        log(f"starting from {o.model} ({n} kernels/units), which is not trained again")
+    plan = C.Plan(rule=o.rule, value=o.value, criterion=o.criterion, max_stages=o.max_stages,
+                  tolerance=o.tolerance, target_kernels=o.target_kernels)
+    retrain = (C.finetune(ds, config, epochs=o.retrain_epochs, seed=o.seed, progress=o.progress)
+               if o.retrain == "finetune" else
+               C.from_scratch(ds, target, config, seed=o.seed, dtype=dtype, progress=o.progress))
+    result = C.self_compress(ds, target, config, plan, retrain=retrain,
+                             n_kernels=None if start is not None else n, trained=start,
+                             vanilla=o.vanilla, seed=o.seed, dtype=dtype, progress=o.progress,
+                             timing_x=ds.test.x[:2000], log=log)
+    meta = {"options": asdict(o), "config": config.as_dict(), "complete": True}
+    if start is None:
+        io.save(out / "trained.npz", result.trained,
+                dict(meta, history=result.stages[0]["history"]))
+    io.save(out / "model.npz", result.model,
+            dict(meta, kernel_ids=result.kernel_ids, stop_reason=result.stop_reason))
+    if o.scratch_baselines and result.vanilla is not None:
+        sizes = sorted(k for k, _ in result.baselines["vanilla, pruned by norm, no retraining"])
+        log(f"vanilla networks trained from scratch at sizes {sizes}")
+        result.baselines["vanilla, retrained from scratch at each size"] = C.vanilla_retrained(
+            ds, target, config, sizes, seed=o.seed, dtype=dtype, progress=o.progress)
+    report = make_report(result, target, ds, o, config, time.perf_counter() - t0)
+    report["plots"] = draw(result, target, report, out)
     write_json(out / "report.json", report)
     write_markdown(out / "report.md", report)
     return report
+
+
+def make_report(result, target, ds, o, config, seconds):
+    """The JSON-able report of a CompressResult."""
+    s0 = result.stages[0]
+    layer = target.layer
+    return {
+        "architecture": o.architecture, "pruned_layer": layer, "dataset": o.dataset,
+        "preset": o.preset, "seed": o.seed, "options": asdict(o), "config": config.as_dict(),
+        "near_zero": NEAR_ZERO, "n_train": len(ds.train.y), "n_val": len(ds.val.y),
+        "n_test": len(ds.test.y), "start_kernels": s0["kernels"],
+        "final_kernels": len(result.kernel_ids), "final_kernel_ids": result.kernel_ids,
+        "start_test_accuracy": s0["test_accuracy"],
+        "final_test_accuracy": result.accepted[-1]["test_accuracy"],
+        "switched_off_by_epoch": C.switch_off_counts(s0["history"], layer),
+        "stop_reason": result.stop_reason, "stages": result.stages,
+        "baselines": {label: [[k, a] for k, a in pts] for label, pts in result.baselines.items()},
+        "threads": threads.thread_counts(), "seconds": seconds,
+    }
+
+
+def draw(result, target, report, out):
+    """The report's figures, written beside it; returns {name: file name}."""
+    from . import plots
+
+    s0 = result.stages[0]
+    epochs, norms = C.trajectory(result.accepted, target.layer)
+    vnorms = s0["vanilla"]["kernel_norms"] if "vanilla" in s0 else None
+    removed = [i for r in result.accepted[1:] for i in r["removed"]]
+    layer = result.trained[target.layer]
+    what = "kernel" if target.kind == "cnn" else "unit"
+    images = (layer.params["M"][:, 0] if target.kind == "cnn" else
+              layer.params["M"].T.reshape(-1, *target.input_shape[-2:])
+              if len(target.input_shape) > 1 else layer.params["M"].T[:, None, :])
+    figures = {
+        "self_compression": plots.self_compression(epochs, norms, report["baselines"],
+                                                   NEAR_ZERO, vnorms, len(s0["history"])),
+        "norms": plots.kernel_norms(s0["kernel_norms"], vnorms, NEAR_ZERO, removed,
+                                    f"Sorted {what} norms after training"),
+        "kernels": plots.kernel_grid(images, removed, None, f"The trained {what} means",
+                                     limit=40, norms=np.asarray(s0["kernel_norms"])),
+        "variances": plots.variance_histogram(layer.s, f"{what.capitalize()} variances after "
+                                              "training"),
+        "accuracy_vs_kernels": plots.accuracy_vs_kernels(report["baselines"]),
+    }
+    return {name: plots.save(fig, out / f"{name}.png").name for name, fig in figures.items()}

@@ -129,3 +129,9 @@ def load(path):
             raise ModelFileError(f"{path}: parameter {k} holds NaN or Inf")
         expected[k][...] = v
     return model, meta
+
+
+def parameter_bytes(model):
+    """Bytes the parameters take in memory, at their dtype (the model file is compressed and
+    holds the architecture and metadata too: :func:`file_size`)."""
+    return int(sum(v.nbytes for v in model.params.values()))

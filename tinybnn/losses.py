@@ -48,6 +48,7 @@ from .errors import ConfigError, DivergenceError, ShapeError
 from .functions import log_softmax, softmax, softplus_grad
 from .gaussian import Diagonal, Full, Point, check_finite
 from .kernels_step import l1_and_sign, nll_full
+from .units import unit_means
 
 JITTER = 1e-3  # eps in A = S + eps I; keeps the NLL finite when S is (near) singular
 
@@ -137,14 +138,8 @@ def squared_error(out, target):
 # ---------------------------------------------------------------------------------------------
 
 
-def unit_means(layer):
-    """The layer's means as (n, d): one row per kernel (conv) or unit (linear); a view."""
-    M = layer.params["M"]
-    return M.reshape(M.shape[0], -1) if M.ndim == 4 else M.T
-
-
 def _from_units(layer, dU):
-    """Inverse of unit_means for a gradient (n, d) -> the shape of M."""
+    """Inverse of tinybnn.units.unit_means for a gradient (n, d) -> the shape of M."""
     M = layer.params["M"]
     return dU.reshape(M.shape) if M.ndim == 4 else dU.T
 

@@ -141,23 +141,31 @@ def stages(stage_rows, title="Self-compression, stage by stage"):
     return fig
 
 
-def accuracy_vs_kernels(curves, title="Test accuracy against kernels kept"):
-    """``curves``: {label: [(kernels, accuracy), ...]} drawn as lines with markers."""
-    fig = Figure(figsize=(6.8, 4.4))
-    ax = fig.subplots()
-    styles = {"Bayesian, self-compression": ("o-", BAYES),
-              "Bayesian, pruned by norm, no retraining": ("o:", "tab:cyan"),
-              "vanilla, pruned by weight norm, no retraining": ("s:", VANILLA),
-              "vanilla, retrained at each size": ("s-", "tab:red")}
+CURVE_STYLES = {"Bayesian, self-compression": ("o-", BAYES),
+                "Bayesian, pruned by norm, no retraining": ("o:", "tab:cyan"),
+                "vanilla, pruned by norm, no retraining": ("s:", VANILLA),
+                "vanilla, pruned and retrained like the Bayesian": ("s-", VANILLA),
+                "vanilla, retrained from scratch at each size": ("s--", "tab:red")}
+
+
+def _accuracy_curves(ax, curves):
+    """``curves``: {label: [(kernels, accuracy), ...]} drawn on ``ax`` as lines with markers."""
     for label, points in curves.items():
         if not points:
             continue
         pts = sorted(points)
-        style, color = styles.get(label, (".-", None))
+        style, color = CURVE_STYLES.get(label, (".-", None))
         ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, color=color, label=label)
-    ax.set(xlabel="conv kernels kept", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def accuracy_vs_kernels(curves, title="Test accuracy against kernels kept"):
+    """``curves``: {label: [(kernels, accuracy), ...]} drawn as lines with markers."""
+    fig = Figure(figsize=(6.8, 4.4))
+    ax = fig.subplots()
+    _accuracy_curves(ax, curves)
+    ax.set(xlabel="conv kernels kept", ylabel="test accuracy (%)", title=title)
     fig.tight_layout()
     return fig
 
@@ -206,5 +214,46 @@ def sweep_zeros(rows, threshold, title="Near-zero kernels against the number of 
     ax.set_xscale("log")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def kernel_trajectories(ax, epochs, norms, threshold, vanilla=None, vanilla_at=None):
+    """Draw on ``ax`` every kernel's norm against epoch (log axis; a line ends where its kernel
+    was removed): the kernels that go below ``threshold`` in blue, the others grey; the
+    threshold dashed; ``vanilla`` (its kernel norms after training) as orange marks at epoch
+    ``vanilla_at``."""
+    import numpy as np
+
+    if len(epochs) == 0:
+        ax.text(0.5, 0.5, "no training in this run\n(it started from a trained network)",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    off = np.array([bool(np.any(col < threshold)) for col in norms.T])  # NaN compares False
+    for k in np.argsort(off, kind="stable"):  # grey lines first, blue on top
+        ax.semilogy(epochs, norms[:, k], "-", lw=1.2 if off[k] else 0.8,
+                    color=BAYES if off[k] else "0.65", alpha=0.9)
+    ax.axhline(threshold, color="red", ls="--", lw=1)
+    ax.text(epochs[0], threshold * 1.3, f"{threshold:g}", color="red", fontsize=8)
+    if vanilla is not None:
+        ax.semilogy(np.full(len(vanilla), vanilla_at), vanilla, "_", color=VANILLA, ms=12,
+                    mew=2, label="vanilla twin after training")
+        ax.legend(fontsize=8, loc="lower left")
+    ax.set(xlabel="epoch", ylabel="||M_k||_F (log scale)",
+           title=f"Kernel norms while training: {int(off.sum())} of {norms.shape[1]} "
+                 f"fall below {threshold:g}")
+    ax.grid(alpha=0.3, which="both")
+
+
+def self_compression(epochs, norms, curves, threshold, vanilla=None, vanilla_at=None):
+    """The picture of self-compression: every kernel's norm through training (left) and test
+    accuracy against the kernels kept (right), Bayesian against vanilla."""
+    fig = Figure(figsize=(12, 4.4))
+    left, right = fig.subplots(1, 2)
+    kernel_trajectories(left, epochs, norms, threshold, vanilla, vanilla_at)
+    _accuracy_curves(right, curves)
+    right.set(xlabel="conv kernels kept", ylabel="test accuracy (%)",
+              title="Removing the smallest-norm kernels")
     fig.tight_layout()
     return fig

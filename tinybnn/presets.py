@@ -33,15 +33,29 @@ way. Weighting each example by its variance (beta = 1), with the textbook ELBO a
 takes them past 97.5 % (the README gives the figures and commands). It is not the paper's loss.
 """
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
 from .errors import ConfigError
 from .losses import Objective
 
 
 @dataclass(frozen=True)
-class Preset:
-    """A training recipe. ``final_lr`` None means a constant learning rate."""
+class TrainConfig:
+    """How a network is trained: its loss, its schedule and its initial variances. A preset is
+    a named TrainConfig; :func:`resolve` makes one from a preset and a run's overrides.
+
+    name, source   : the preset it came from, and where that recipe comes from
+    regulariser    : "authors2019", "authors_later" or "elbo" (tinybnn.losses)
+    epochs, batch_size, lr, final_lr : Adam's schedule (final_lr None: a constant rate; else
+                     an exponential decay to it over the run)
+    rho_init       : (low, high): every rho drawn from U[low, high] at initialisation
+    nll_beta       : beta of the beta-NLL data term (0: the plain Gaussian NLL, the paper's)
+    last_variance  : the initial variance of every unit of the last weight layer (None: drawn
+                     from rho_init like the others; see tinybnn.model.start_last_layer_at)
+    reg_scale      : multiplies the regulariser (1: the formula; an ablation knob)
+    rho_rate       : the rho parameters' learning rate as a multiple of the means'
+    """
 
     name: str
     regulariser: str
@@ -52,17 +66,72 @@ class Preset:
     rho_init: tuple
     source: str
     nll_beta: float = 0.0
-    last_variance: float | None = None  # the last layer's initial variance (None: from rho_init)
+    last_variance: float | None = None
+    reg_scale: float = 1.0
+    rho_rate: float = 1.0
 
     def as_dict(self):
         return asdict(self)
 
-    def objective(self, n_train, nll_beta=None, reg_scale=1.0):
-        """The loss this preset trains with, for ``n_train`` training examples (the elbo's
-        N_train); ``nll_beta`` None means the preset's; ``reg_scale`` multiplies the
-        regulariser (an experiment's knob)."""
+    def objective(self, n_train, nll_beta=None, reg_scale=None):
+        """The loss this config trains with, for ``n_train`` training examples (the elbo's
+        N_train); ``nll_beta`` and ``reg_scale`` None mean the config's."""
         beta = self.nll_beta if nll_beta is None else nll_beta
-        return Objective(self.regulariser, n_train=n_train, nll_beta=beta, reg_scale=reg_scale)
+        scale = self.reg_scale if reg_scale is None else reg_scale
+        return Objective(self.regulariser, n_train=n_train, nll_beta=beta, reg_scale=scale)
+
+    def fit_kwargs(self, n_train, *, seed, epochs=None, progress=False):
+        """The keyword arguments of :func:`tinybnn.train.fit` for this config (``epochs``
+        None: the config's). Training of fewer than 5 epochs records the kernels 4 times an
+        epoch, so that their trajectories have points to draw."""
+        epochs = epochs or self.epochs
+        return dict(objective=self.objective(n_train), epochs=epochs,
+                    batch_size=self.batch_size, lr=self.lr, final_lr=self.final_lr,
+                    rate_scale={"rho": self.rho_rate}, seed=seed, progress=progress,
+                    snapshots=4 if epochs < 5 else 1)
+
+
+Preset = TrainConfig  # the name of the presets' class before TrainConfig
+
+
+def resolve(name, **overrides):
+    """The preset ``name`` with every override that is not None put in, checked: a new
+    TrainConfig. ``last_variance=0`` means "drawn like the others" (None), so that a command
+    line can ask for it."""
+    config = get(name)
+    unknown = set(overrides) - set(config.as_dict())
+    if unknown:
+        raise ConfigError(f"unknown training settings {sorted(unknown)}; known: "
+                          f"{sorted(config.as_dict())}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("last_variance") == 0:
+        given["last_variance"] = None
+        config = replace(config, last_variance=None)
+    if "rho_init" in given:
+        given["rho_init"] = rho_range(given["rho_init"], name)
+    config = replace(config, **given)
+    check(config)
+    return config
+
+
+def check(c):
+    """Raise a ConfigError naming the first impossible setting of TrainConfig ``c``."""
+    for what, ok, found in (
+            ("epochs must be an integer >= 1", isinstance(c.epochs, int) and c.epochs >= 1,
+             c.epochs),
+            ("batch size must be an integer >= 1",
+             isinstance(c.batch_size, int) and c.batch_size >= 1, c.batch_size),
+            ("the learning rate must be a positive number", c.lr > 0 and math.isfinite(c.lr),
+             c.lr),
+            ("the final learning rate must be a positive number",
+             c.final_lr is None or (c.final_lr > 0 and math.isfinite(c.final_lr)), c.final_lr),
+            ("nll beta must lie in [0, 1]", 0 <= c.nll_beta <= 1, c.nll_beta),
+            ("last variance must be a positive variance",
+             c.last_variance is None or c.last_variance > 0, c.last_variance),
+            ("reg scale must be a number >= 0", c.reg_scale >= 0, c.reg_scale),
+            ("rho rate must be a positive number", c.rho_rate > 0, c.rho_rate)):
+        if not ok:
+            raise ConfigError(f"{what}, found {found!r}")
 
 
 AUTHORS_RHO = (-12.0, -2.2)
@@ -98,11 +167,13 @@ def get(name):
 
 
 def rho_range(text, preset):
-    """'low,high' -> (low, high), or the preset's range for None/''; bad text is a ConfigError."""
+    """'low,high' (or a pair) -> (low, high), or the preset's range for None/''; bad text is a
+    ConfigError."""
     if text in (None, ""):
         return tuple(get(preset).rho_init)
     try:
-        low, high = (float(v) for v in str(text).split(","))
+        parts = str(text).split(",") if isinstance(text, str) else list(text)
+        low, high = (float(v) for v in parts)
     except ValueError:
         low = high = None
     if low is None or not low <= high:

@@ -45,8 +45,10 @@ import numpy as np
 
 from .errors import ConfigError
 from .evaluate import predict
-from .layers import Conv2d, Flatten, Linear
+from .layers import Conv2d
 from .model import Sequential
+from .units import (n_units, next_weight_layer, prunable_layers, reading_rows, unit_means,
+                    unit_norms)
 
 CRITERIA = ("norm", "snr", "variance", "random")
 RULES = ("threshold", "median_fraction", "largest_gap", "count")
@@ -80,22 +82,10 @@ class Selection:
     note: str = ""
 
 
-def prunable_layers(model):
-    """Names of the layers whose kernels/units can be removed (conv or hidden linear)."""
-    names = [n for n, layer in model.layers if isinstance(layer, (Conv2d, Linear))]
-    return names[:-1]
-
-
 def _check_prunable(model, layer):
     if layer not in prunable_layers(model):
         raise ConfigError(f"layer {layer!r} cannot be pruned; prunable layers of this network: "
                           f"{prunable_layers(model) or 'none'}")
-
-
-def unit_means(layer):
-    """(n, d) means, one row per kernel (conv) or per unit (linear, its incoming weights)."""
-    M = layer.params["M"]
-    return M.reshape(M.shape[0], -1) if isinstance(layer, Conv2d) else M.T
 
 
 def rank(model, layer="conv", criterion="norm", *, rng=None):
@@ -104,8 +94,7 @@ def rank(model, layer="conv", criterion="norm", *, rng=None):
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}")
     lay = model[layer]
-    U = unit_means(lay)
-    norms = np.linalg.norm(U, axis=1)
+    norms = unit_norms(lay)
     if criterion == "norm":
         scores = norms
     elif criterion == "random":
@@ -116,7 +105,8 @@ def rank(model, layer="conv", criterion="norm", *, rng=None):
             raise ConfigError(f"criterion {criterion!r} needs a Bayesian layer (variances); "
                               f"{layer!r} is vanilla: use 'norm'")
         s = lay.s
-        scores = norms / np.sqrt(U.shape[1] * s) if criterion == "snr" else 1.0 / s
+        d = unit_means(lay).shape[1]
+        scores = norms / np.sqrt(d * s) if criterion == "snr" else 1.0 / s
     return Ranking(layer, criterion, np.asarray(scores, dtype=np.float64))
 
 
@@ -169,20 +159,15 @@ def select(ranking, rule="threshold", value=1e-3):
 def remove(model, layer, indices):
     """A new Sequential without kernels (units) ``indices`` of ``layer``; ``model`` unchanged."""
     _check_prunable(model, layer)
-    names = [n for n, _ in model.layers]
-    i = names.index(layer)
     lay = model[layer]
-    n = lay.n_kernels if isinstance(lay, Conv2d) else lay.d_out
+    n = n_units(lay)
     drop = sorted(set(int(k) for k in indices))
     if any(k < 0 or k >= n for k in drop):
         raise ConfigError(f"kernel indices must be in [0, {n}), found {drop}")
     if len(drop) == n:
         raise ConfigError(f"cannot remove all {n} kernels of {layer!r}")
     keep = np.array([k for k in range(n) if k not in set(drop)])
-    nxt_i = next(j for j in range(i + 1, len(names))
-                 if isinstance(model.layers[j][1], (Conv2d, Linear)))
-    nxt_name, nxt = model.layers[nxt_i]
-    flattened = any(isinstance(model.layers[j][1], Flatten) for j in range(i + 1, nxt_i))
+    nxt_name, nxt, _ = next_weight_layer(model, layer)
 
     spec = model.spec()
     layer_specs = dict((name, ls) for name, ls in spec["layers"])
@@ -197,14 +182,12 @@ def remove(model, layer, indices):
             a = new_params[key]
             new_params[key] = a[keep] if (p != "M" or isinstance(lay, Conv2d)) else a[:, keep]
     key = f"{nxt_name}.M"
-    W = new_params[key]
+    rows = reading_rows(model, layer, keep)  # the next layer's inputs that read the kept units
     if isinstance(nxt, Conv2d):
-        new_params[key] = W[:, keep]
-        layer_specs[nxt_name]["c_in"] = len(keep)
+        new_params[key] = new_params[key][:, rows]
+        layer_specs[nxt_name]["c_in"] = len(rows)
     else:
-        L = W.shape[0] // n if flattened else 1
-        rows = (keep[:, None] * L + np.arange(L)[None, :]).ravel()
-        new_params[key] = W[rows]
+        new_params[key] = new_params[key][rows]
         layer_specs[nxt_name]["d_in"] = len(rows)
     spec["layers"] = [[name, layer_specs[name]] for name, _ in spec["layers"]]
     smaller = Sequential.from_spec(spec, dtype=model.dtype.type)

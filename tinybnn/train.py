@@ -8,6 +8,8 @@ one dict per epoch::
     units       {layer: {"norms", "outgoing_norms", "variances"}} after the epoch, for every
                 layer whose kernels (units) can be removed (:func:`tinybnn.units.unit_record`):
                 the trajectory of a network switching its kernels off
+    snapshots   with ``snapshots`` k > 1: k - 1 more {"epoch": e, "units": ...} inside the
+                epoch, at fractional epochs e (e.g. 1.25, 1.5, 1.75 for k = 4)
 
 The train figures are running means over the epoch's minibatches (the parameters change while
 they are measured); the validation figures are measured at the end of the epoch.
@@ -63,7 +65,7 @@ def _progress(total, desc, enabled):
 
 def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=100, lr=1e-3,
         final_lr=None, optimizer="adam", rate_scale=None, seed=0, progress=True,
-        checkpoint=None, checkpoint_meta=None, on_epoch=None):
+        checkpoint=None, checkpoint_meta=None, on_epoch=None, snapshots=1):
     """Train ``model`` in place on ``train`` (``.x``, ``.y``); returns the history (a list).
 
     objective       : the loss (regulariser, N_train, prior, jitter); see tinybnn.losses
@@ -72,10 +74,13 @@ def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=
     checkpoint      : a path; the model is saved there after every epoch
     checkpoint_meta : a dict stored in the checkpoint's metadata (with the history so far)
     on_epoch        : called with each epoch's dict after it is recorded
+    snapshots       : unit records per epoch (1: at its end only)
     """
     n = len(train.y)
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be an integer >= 1, found {epochs!r}")
+    if not isinstance(snapshots, int) or snapshots < 1:
+        raise ConfigError(f"snapshots must be an integer >= 1, found {snapshots!r}")
     if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
         raise ConfigError(f"batch_size must be an integer between 1 and the {n} training "
                           f"examples, found {batch_size!r}")
@@ -91,7 +96,8 @@ def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=
             order = rng.permutation(n)
             bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}", progress)
             try:
-                sums, rate = _epoch(model, train, order, batch_size, objective, opt, bar)
+                sums, rate, snaps = _epoch(model, train, order, batch_size, objective, opt,
+                                           bar, epoch, snapshots)
             except DivergenceError as err:
                 where = checkpoint if (checkpoint and history) else "none"
                 raise DivergenceError(f"training diverged at step {step + err.step} (epoch "
@@ -112,6 +118,8 @@ def fit(model, train, *, val=None, objective=Objective(), epochs=10, batch_size=
                 row.update({f"val_{k}": v for k, v in m.items()
                             if k not in ("n", "per_class_accuracy")})
             row["units"] = unit_record(model)
+            if snaps:
+                row["snapshots"] = snaps
             row["seconds"] = time.perf_counter() - start
             row["cpu_seconds"] = time.process_time() - cpu  # all threads' CPU time
             history.append(row)
@@ -131,12 +139,14 @@ class _StepDivergence(DivergenceError):
         self.step = step
 
 
-def _epoch(model, train, order, batch_size, objective, opt, bar):
+def _epoch(model, train, order, batch_size, objective, opt, bar, epoch, snapshots):
     """One pass over ``train`` in ``order``; returns (sums of loss, nll, reg, correct; the last
-    learning rate). A divergence is raised as a _StepDivergence naming its step."""
+    learning rate; the unit snapshots inside the epoch). A divergence is raised as a
+    _StepDivergence naming its step."""
     sums = {"loss": 0.0, "nll": 0.0, "reg": 0.0, "correct": 0}
-    n, rate = len(order), None
+    n, rate, snaps = len(order), None, []
     steps = math.ceil(n / batch_size)
+    marks = {round(steps * j / snapshots): j for j in range(1, snapshots)}  # step -> snapshot
     classify = model.task == "classification"
     for i in range(steps):
         idx = order[i * batch_size:(i + 1) * batch_size]
@@ -153,12 +163,15 @@ def _epoch(model, train, order, batch_size, objective, opt, bar):
         sums["reg"] += parts.reg * len(idx)
         if classify:
             sums["correct"] += int((parts.output.argmax(axis=1) == y).sum())
+        if i + 1 in marks:
+            snaps.append({"epoch": epoch - 1 + marks[i + 1] / snapshots,
+                          "units": unit_record(model)})
         if bar is not None:
             bar.update()
             if i % 10 == 0 or i == steps - 1:
                 seen = min(n, (i + 1) * batch_size)
                 bar.set_postfix(loss=f"{parts.total:.4g}", acc=f"{sums['correct'] / seen:.3f}")
-    return sums, rate
+    return sums, rate, snaps
 
 
 def _check_parameters(model, step):
