@@ -24,7 +24,7 @@ def test_train_writes_model_metrics_and_plot(tmp_path, capsys):
     code, out, err = run(["train", *QUICK, "--out", str(tmp_path / "a")], capsys)
     assert code == 0, err
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == ["learning_curves.png", "metrics.json", "model.npz"]
+    assert files == ["kernel_norms.png", "learning_curves.png", "metrics.json", "model.npz"]
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     for key in ("test_accuracy", "n_kernels", "n_parameters", "epochs", "seconds", "seed",
                 "preset", "dataset"):

@@ -140,7 +140,8 @@ def train_command(args):
                         log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps({k: metrics[k] for k in ("test_accuracy", "n_kernels", "n_parameters",
                                                "epochs", "seconds", "preset", "dataset")}))
-    print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png", file=sys.stderr)
+    print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, kernel_norms.png",
+          file=sys.stderr)
     return 0
 
 

@@ -393,36 +393,3 @@ def size_grid(n, stage_sizes):
     grid = {n, *stage_sizes, *(n - k for k in range(1, 5) if n - k >= 1)}
     grid |= {max(1, int(round(n * f))) for f in (0.75, 0.5, 0.25, 0.125)}
     return sorted(grid)
-
-
-# ---------------------------------------------------------------------------------------------
-# reading the histories: when kernels switched off, and their trajectories
-# ---------------------------------------------------------------------------------------------
-
-
-def trajectory(stages, layer):
-    """The norm of every kernel of the trained network through all stages' epochs.
-
-    Returns (epochs (E,), norms (E, N0)): cumulative epochs (0 = before training, when known),
-    and each kernel's norm by its original id, NaN once it has been removed.
-    """
-    n0 = len(stages[0]["kernel_ids"])
-    epochs, rows = [], []
-    if "start_units" in stages[0]:
-        epochs.append(0)
-        rows.append(np.asarray(stages[0]["start_units"][layer]["norms"], dtype=float))
-    done = 0
-    for r in stages:
-        for h in r.get("history", []):
-            for snap in h.get("snapshots", []) + [h]:
-                row = np.full(n0, np.nan)
-                row[r["kernel_ids"]] = snap["units"][layer]["norms"]
-                epochs.append(done + snap["epoch"])
-                rows.append(row)
-        done += len(r.get("history", []))
-    return np.array(epochs, dtype=float), np.array(rows)
-
-
-def switch_off_counts(history, layer, threshold=NEAR_ZERO):
-    """[kernels (units) below ``threshold`` after each epoch of ``history``]."""
-    return [len(switched_off(h["units"][layer]["norms"], threshold)) for h in history]

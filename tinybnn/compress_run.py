@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .prune import CRITERIA, RULES, check_rule
 from .report import write_markdown
 from .runs import hidden_sizes, option, prepare_output, write_json
-from .units import NEAR_ZERO
+from .units import NEAR_ZERO, switch_off_counts, trajectory
 
 
 @dataclass
@@ -178,7 +178,7 @@ def make_report(result, target, ds, o, config, seconds):
         "final_kernels": len(result.kernel_ids), "final_kernel_ids": result.kernel_ids,
         "start_test_accuracy": s0["test_accuracy"],
         "final_test_accuracy": result.accepted[-1]["test_accuracy"],
-        "switched_off_by_epoch": C.switch_off_counts(s0["history"], layer),
+        "switched_off_by_epoch": switch_off_counts(s0["history"], layer),
         "stop_reason": result.stop_reason, "stages": result.stages,
         "baselines": {label: [[k, a] for k, a in pts] for label, pts in result.baselines.items()},
         "threads": threads.thread_counts(), "seconds": seconds,
@@ -190,7 +190,7 @@ def draw(result, target, report, out):
     from . import plots
 
     s0 = result.stages[0]
-    epochs, norms = C.trajectory(result.accepted, target.layer)
+    epochs, norms = trajectory(result.accepted, target.layer)
     vnorms = s0["vanilla"]["kernel_norms"] if "vanilla" in s0 else None
     removed = [i for r in result.accepted[1:] for i in r["removed"]]
     layer = result.trained[target.layer]

@@ -257,3 +257,13 @@ def self_compression(epochs, norms, curves, threshold, vanilla=None, vanilla_at=
               title="Removing the smallest-norm kernels")
     fig.tight_layout()
     return fig
+
+
+def trajectories(epochs, norms, threshold, title):
+    """Every kernel's norm against epoch (one training: :func:`kernel_trajectories`)."""
+    fig = Figure(figsize=(6.8, 4.4))
+    ax = fig.subplots()
+    kernel_trajectories(ax, epochs, norms, threshold)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

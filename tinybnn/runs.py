@@ -10,6 +10,7 @@ the network, trains it with checkpoints, evaluates it on the test split and writ
     metrics.json          test_accuracy (a fraction), n_kernels, n_parameters, epochs, seconds,
                           seed, preset, dataset, and more (see ``run_metrics``)
     learning_curves.png   accuracy, data term and regulariser per epoch
+    kernel_norms.png      every kernel's (unit's) mean norm against epoch, on a log axis
 """
 
 import json
@@ -25,7 +26,8 @@ from .errors import ConfigError
 from .evaluate import evaluate
 from .model import mlp, paper_cnn
 from .train import fit
-from .units import NEAR_ZERO, switched_off
+from .units import (NEAR_ZERO, n_units, prunable_layers, switched_off, trajectory,
+                    unit_record)
 
 
 def option(help, **kw):
@@ -81,42 +83,36 @@ class TrainOptions:
     out: str = field(default="runs/train", metadata=option("output folder"))
     progress: bool = field(default=True, metadata=option("show progress bars"))
 
+    def config(self):
+        """The TrainConfig: the preset with this run's overrides (tinybnn.presets.resolve)."""
+        return presets.resolve(self.preset, epochs=self.epochs, batch_size=self.batch_size,
+                               lr=self.lr, final_lr=self.final_lr, rho_init=self.rho_init,
+                               last_variance=self.last_variance, nll_beta=self.nll_beta,
+                               reg_scale=self.reg_scale, rho_rate=self.rho_rate)
+
     def resolved(self):
         """The options with the preset's defaults filled in, checked; a new TrainOptions."""
-        p = presets.get(self.preset)
+        c = self.config()
         o = TrainOptions(**asdict(self))
-        o.epochs = p.epochs if o.epochs is None else o.epochs
-        o.batch_size = p.batch_size if o.batch_size is None else o.batch_size
-        o.lr = p.lr if o.lr is None else o.lr
-        o.final_lr = p.final_lr if o.final_lr is None else o.final_lr
-        o.nll_beta = p.nll_beta if o.nll_beta is None else o.nll_beta
-        o.last_variance = p.last_variance if o.last_variance is None else (o.last_variance or None)
-        o.rho_init = ",".join(f"{v:g}" for v in presets.rho_range(o.rho_init, o.preset))
+        o.epochs, o.batch_size, o.lr, o.final_lr = c.epochs, c.batch_size, c.lr, c.final_lr
+        o.nll_beta = c.nll_beta
+        o.last_variance = c.last_variance or 0.0  # 0: drawn like the others (so that resolving
+        # the resolved options again gives the same run)
+        o.rho_init = ",".join(f"{v:g}" for v in c.rho_init)
         _check(o)
         return o
 
 
 def _check(o):
-    def need(ok, what, found):
+    """The checks of the options that are not training settings (tinybnn.presets.check)."""
+    for ok, what, found in (
+            (o.model in ("cnn", "mlp"), "model must be 'cnn' or 'mlp'", o.model),
+            (isinstance(o.kernels, int) and o.kernels >= 1, "kernels must be an integer >= 1",
+             o.kernels),
+            (0 <= o.validation < 1, "validation must be a fraction in [0, 1)", o.validation),
+            (o.dtype in ("float64", "float32"), "dtype must be float64 or float32", o.dtype)):
         if not ok:
             raise ConfigError(f"{what}, found {found!r}")
-
-    need(o.model in ("cnn", "mlp"), "model must be 'cnn' or 'mlp'", o.model)
-    need(isinstance(o.kernels, int) and o.kernels >= 1, "kernels must be an integer >= 1",
-         o.kernels)
-    need(isinstance(o.epochs, int) and o.epochs >= 1, "epochs must be an integer >= 1", o.epochs)
-    need(isinstance(o.batch_size, int) and o.batch_size >= 1, "batch size must be an integer >= 1",
-         o.batch_size)
-    need(o.lr > 0 and np.isfinite(o.lr), "the learning rate must be a positive number", o.lr)
-    need(o.final_lr is None or (o.final_lr > 0 and np.isfinite(o.final_lr)),
-         "the final learning rate must be a positive number", o.final_lr)
-    need(0 <= o.validation < 1, "validation must be a fraction in [0, 1)", o.validation)
-    need(o.dtype in ("float64", "float32"), "dtype must be float64 or float32", o.dtype)
-    need(o.rho_rate > 0, "rho rate must be a positive number", o.rho_rate)
-    need(o.reg_scale >= 0, "reg scale must be a number >= 0", o.reg_scale)
-    need(0 <= o.nll_beta <= 1, "nll beta must lie in [0, 1]", o.nll_beta)
-    need(o.last_variance is None or o.last_variance > 0, "last variance must be positive",
-         o.last_variance)
     hidden_sizes(o.hidden)
 
 
@@ -152,10 +148,10 @@ def build_model(o, input_shape, n_classes):
     if o.model == "cnn":
         return paper_cnn(o.kernels, bayesian=not o.vanilla, input_shape=input_shape,
                          n_classes=n_classes, seed=o.seed, dtype=dtype, rho_range=rho,
-                         last_variance=o.last_variance)
+                         last_variance=o.last_variance or None)
     sizes = (int(np.prod(input_shape)),) + hidden_sizes(o.hidden) + (n_classes,)
     return mlp(sizes, bayesian=not o.vanilla, input_shape=input_shape, seed=o.seed, dtype=dtype,
-               rho_range=rho, last_variance=o.last_variance)
+               rho_range=rho, last_variance=o.last_variance or None)
 
 
 def n_kernels(model):
@@ -209,28 +205,33 @@ def train_run(options, *, log=None):
         raise ConfigError(f"batch size must be at most the {len(ds.train.y)} training images, "
                           f"found {o.batch_size}")
     model = build_model(o, ds.train.x.shape[1:], len(ds.classes))
-    preset = presets.get(o.preset)
-    objective = preset.objective(len(ds.train.y), nll_beta=o.nll_beta, reg_scale=o.reg_scale)
-    meta = {"options": asdict(o), "preset": preset.as_dict(),
-            "classes": list(ds.classes)}
+    start_units = unit_record(model)
+    config = o.config()
+    kw = config.fit_kwargs(len(ds.train.y), seed=o.seed, progress=o.progress)
+    meta = {"options": asdict(o), "preset": config.as_dict(), "classes": list(ds.classes),
+            "threads": threads.thread_counts()}
     start = time.perf_counter()
-    history = fit(model, ds.train, val=ds.val, objective=objective, epochs=o.epochs,
-                  batch_size=o.batch_size, lr=o.lr, final_lr=o.final_lr, seed=o.seed,
-                  rate_scale={"rho": o.rho_rate}, progress=o.progress,
-                  checkpoint=out / "model.npz", checkpoint_meta=meta,
+    history = fit(model, ds.train, val=ds.val, **kw, checkpoint=out / "model.npz",
+                  checkpoint_meta=meta,
                   on_epoch=None if log is None else (lambda row: log(epoch_line(row))))
     meta["seconds"] = time.perf_counter() - start
-    metrics = run_metrics(model, meta, evaluate(model, ds.test, jitter=objective.jitter))
+    metrics = run_metrics(model, meta, evaluate(model, ds.test, jitter=kw["objective"].jitter))
     metrics["history"] = history  # every epoch, with its kernel (unit) norms and variances
-    metrics["threads"] = threads.thread_counts()
+    metrics["threads"] = meta["threads"]
     io.save(out / "model.npz", model, dict(meta, history=history, metrics=metrics, complete=True))
     write_json(out / "metrics.json", metrics)
     from . import plots
 
     kind = "vanilla" if o.vanilla else "Bayesian"
     what = f"{o.model.upper()} N={o.kernels}" if o.model == "cnn" else f"MLP {o.hidden}"
-    plots.save(plots.learning_curves(history, f"{kind} {what} on {o.dataset}, preset {o.preset}"),
-               out / "learning_curves.png")
+    title = f"{kind} {what} on {o.dataset}, preset {o.preset}"
+    plots.save(plots.learning_curves(history, title), out / "learning_curves.png")
+    layer = prunable_layers(model)[0] if prunable_layers(model) else None
+    if layer is not None:  # the first prunable layer's kernel (unit) norms, epoch by epoch
+        epochs, norms = trajectory([{"kernel_ids": list(range(n_units(model[layer]))),
+                                     "history": history, "start_units": start_units}], layer)
+        plots.save(plots.trajectories(epochs, norms, NEAR_ZERO, title),
+                   out / "kernel_norms.png")
     return metrics
 
 

@@ -107,3 +107,40 @@ def unit_record(model):
 def switched_off(norms, threshold=NEAR_ZERO):
     """Indices of the units whose norm is below ``threshold``."""
     return [int(k) for k in np.flatnonzero(np.asarray(norms) < threshold)]
+
+
+# ---------------------------------------------------------------------------------------------
+# reading training histories (tinybnn.train.fit records unit_record after every epoch)
+# ---------------------------------------------------------------------------------------------
+
+
+def trajectory(stages, layer):
+    """The norm of every kernel through one or more trainings, one after the other.
+
+    ``stages``: dicts with ``kernel_ids`` (the trained kernels' ids in the first network, in
+    the order of the layer's kernels), ``history`` (tinybnn.train.fit's) and, for the first,
+    optionally ``start_units`` (the unit_record before training): the stages of
+    tinybnn.compress.self_compress, or ``[{"kernel_ids": range(N), "history": h}]`` for one
+    training. Returns (epochs (E,), norms (E, N0)): cumulative epochs (0 = before training,
+    when known), and each kernel's norm by its id, NaN once it has been removed.
+    """
+    n0 = len(stages[0]["kernel_ids"])
+    epochs, rows = [], []
+    if "start_units" in stages[0]:
+        epochs.append(0)
+        rows.append(np.asarray(stages[0]["start_units"][layer]["norms"], dtype=float))
+    done = 0
+    for r in stages:
+        for h in r.get("history", []):
+            for snap in h.get("snapshots", []) + [h]:
+                row = np.full(n0, np.nan)
+                row[r["kernel_ids"]] = snap["units"][layer]["norms"]
+                epochs.append(done + snap["epoch"])
+                rows.append(row)
+        done += len(r.get("history", []))
+    return np.array(epochs, dtype=float), np.array(rows)
+
+
+def switch_off_counts(history, layer, threshold=NEAR_ZERO):
+    """[kernels (units) below ``threshold`` after each epoch of ``history``]."""
+    return [len(switched_off(h["units"][layer]["norms"], threshold)) for h in history]
