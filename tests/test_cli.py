@@ -139,3 +139,38 @@ def test_installed_script_runs_from_anywhere(tmp_path):
     if installed != REPO / "tinybnn":               # a plain, non-editable install
         assert all(r["found_in"] == "installed package" for r in rows), rows
         assert all(Path(r["path"]).parent == installed / "datasets" for r in rows), rows
+
+
+# --- tinybnn evaluate names its model file as MODEL or as --model PATH ------------------------
+
+@pytest.fixture
+def digits_model(tmp_path):
+    """A small untrained paper CNN for the 8 x 8 digits, saved as `tinybnn train` would."""
+    from tinybnn import io
+    from tinybnn.model import paper_cnn
+
+    path = tmp_path / "model.npz"
+    io.save(path, paper_cnn(2, input_shape=(1, 8, 8), kernel_size=3),
+            {"options": {"dataset": "digits"}})
+    return path
+
+
+def test_evaluate_takes_the_model_as_an_option_or_positionally(digits_model, capsys):
+    assert cli.main(["evaluate", "--model", str(digits_model)]) == 0
+    captured = capsys.readouterr()
+    by_option = json.loads(captured.out)
+    assert by_option["dataset"] == "digits" and 0 <= by_option["test_accuracy"] <= 1
+    assert cli.main(["evaluate", str(digits_model)]) == 0
+    assert json.loads(capsys.readouterr().out) == by_option
+
+
+@pytest.mark.parametrize("how", ["both", "neither"])
+def test_evaluate_needs_the_model_exactly_once(digits_model, capsys, how):
+    argv = {"both": ["evaluate", str(digits_model), "--model", str(digits_model)],
+            "neither": ["evaluate", "--dataset", "digits"]}[how]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinybnn: error: "), captured.err
+    assert "--model" in lines[0] and "MODEL" in lines[0]

@@ -149,20 +149,34 @@ def add_evaluate_parser(subparsers):
     p = subparsers.add_parser(
         "evaluate", help="evaluate a model file on a test set; print metrics as JSON",
         description="Load a model written by 'tinybnn train' (or 'compress') and print its "
-                    "test metrics as JSON, with the same keys as metrics.json.")
-    p.add_argument("model", help="path of a model file (.npz)")
+                    "test metrics as JSON, with the same keys as metrics.json. The model file "
+                    "is named either as MODEL or with --model PATH (as in 'compress' and "
+                    "'uncertainty'), not both.")
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                   help="path of a model file (.npz); or use --model")
+    p.add_argument("--model", dest="model_option", default=None, metavar="PATH",
+                   help="path of a model file (.npz), the same as MODEL")
     p.add_argument("--dataset", default=None,
                    help="dataset to evaluate on [the one the model was trained on]")
     p.add_argument("--test-subset", type=int, default=None, metavar="N",
                    help="evaluate on N test images (class-balanced, seeded) [all]")
     p.add_argument("--seed", type=int, default=0, help="seed of the test subset [0]")
-    p.set_defaults(run=evaluate_command)
+    p.set_defaults(run=evaluate_command, usage_error=p.error)
 
 
 def evaluate_command(args):
     from tinybnn.runs import evaluate_run
 
-    metrics = evaluate_run(args.model, dataset=args.dataset, test_subset=args.test_subset,
+    if (args.model is None) == (args.model_option is None):
+        problem = ("give the model file once, as MODEL or as --model PATH, not both"
+                   if args.model is not None else
+                   "the model file is required: give it as MODEL or as --model PATH")
+        try:
+            args.usage_error(problem)        # prints 'tinybnn: error: ...', raises SystemExit(2)
+        except SystemExit as stop:           # main() returns exit codes; it does not raise
+            return stop.code
+    model = args.model if args.model is not None else args.model_option
+    metrics = evaluate_run(model, dataset=args.dataset, test_subset=args.test_subset,
                            seed=args.seed)
     print(json.dumps(metrics, indent=2))
     return 0

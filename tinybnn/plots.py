@@ -267,3 +267,28 @@ def trajectories(epochs, norms, threshold, title):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def unit_history(epochs, norms, outgoing, variances, threshold, title):
+    """Three panels against epoch, one line per kernel, log axes: its mean's norm, the norm of
+    the next layer's block that reads it, and its variance; the kernels whose norm goes below
+    ``threshold`` in blue. (E,) epochs and (E, N) arrays (tinybnn.units.trajectory)."""
+    import numpy as np
+
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
+    kernel_trajectories(axes[0], epochs, norms, threshold)
+    off = np.array([bool(np.any(col < threshold)) for col in norms.T])
+    for ax, values, what in ((axes[1], outgoing, "||block of the next layer||_F"),
+                             (axes[2], variances, "kernel variance s_k")):
+        if values is None:
+            ax.set_axis_off()
+            continue
+        for k in np.argsort(off, kind="stable"):
+            ax.semilogy(epochs, values[:, k], "-", lw=1.2 if off[k] else 0.8,
+                        color=BAYES if off[k] else "0.65", alpha=0.9)
+        ax.set(xlabel="epoch", ylabel=f"{what} (log scale)", title=what)
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,59 @@
+"""Draw the figures and the tables of docs/SELF_COMPRESSION.md from the run folders it names.
+
+    .venv/bin/python docs/self_compression/figures.py RUNS_DIR
+
+RUNS_DIR holds the folders written by the commands of docs/SELF_COMPRESSION.md (``tinybnn
+train --out RUNS_DIR/...``); each has a metrics.json with the history of every epoch (the kernel
+norms, the norms of the FC blocks that read them, the kernel variances). For each folder this
+writes ``<group>_<name>.png`` here (the three trajectories against epoch) and prints one
+Markdown table row per run: what switched off when, the smallest norms at the end, the test
+accuracy and the CPU time. Nothing is trained or computed beyond reading the histories.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tinybnn import plots
+from tinybnn.units import NEAR_ZERO, switch_off_counts, trajectory
+
+HERE = Path(__file__).resolve().parent
+
+
+def row(folder):
+    """The table row of one run folder, and its figure drawn beside this script."""
+    m = json.loads((folder / "metrics.json").read_text())
+    h = m["history"]
+    layer = next(iter(h[0]["units"]))
+    n = len(h[0]["units"][layer]["norms"])
+    stage = [{"kernel_ids": list(range(n)), "history": h}]
+    epochs, norms = trajectory(stage, layer)
+    outgoing = trajectory(stage, layer, "outgoing_norms")[1]
+    variances = (trajectory(stage, layer, "variances")[1]
+                 if h[0]["units"][layer]["variances"] is not None else None)
+    name = f"{folder.parent.name}_{folder.name}"
+    o = m["options"]
+    title = (f"{name}: {o['dataset']}, N = {n}, preset {o['preset']}, batch {o['batch_size']}, "
+             f"lr {o['lr']:g}{'' if o['final_lr'] is None else ' -> %g' % o['final_lr']}, "
+             f"seed {o['seed']}")
+    plots.save(plots.unit_history(epochs, norms, outgoing, variances, NEAR_ZERO, title),
+               HERE / f"{name}.png")
+    final = np.sort(norms[-1])
+    counts = switch_off_counts(h, layer)
+    cpu = sum(r.get("cpu_seconds", r["seconds"]) for r in h)
+    return (f"| {name} | {h[-1]['steps']} | {','.join(map(str, counts))} | "
+            f"{', '.join(f'{v:.1e}' for v in final[:5])} | {100 * m['test_accuracy']:.2f} % | "
+            f"{cpu:.0f} s |")
+
+
+def main(runs):
+    print("| run | updates | below 1e-3 after each epoch | five smallest norms at the end "
+          "| test | CPU time |\n|---|---|---|---|---|---|")
+    for metrics in sorted(Path(runs).glob("*/*/metrics.json")):
+        print(row(metrics.parent))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
