@@ -75,10 +75,12 @@ AGREE_TOL = 1e-8  # float64, relative
 
 
 # ------------------------------------------------------------------------------------- set-up
-def mnist_batch(dtype, n=BATCH):
-    """The first n MNIST training images (n, 1, 28, 28) in [0, 1] and their labels (n,) int64."""
+def mnist_batch(dtype, n=None):
+    """The first n (default BATCH) MNIST training images (n, 1, 28, 28) in [0, 1] and their
+    labels (n,) int64."""
     from tinybnn import data
 
+    n = BATCH if n is None else n
     arrays = data.read_arrays("mnist")
     x = (arrays["x_train"][:n, None] / 255.0).astype(dtype)
     return x, arrays["y_train"][:n].astype(np.int64)
@@ -94,7 +96,9 @@ def build(spec, dtype):
 
 
 class TinyStep:
-    """One tinybnn training step: loss_and_grads + Adam, as ``tinybnn.train.fit`` does it."""
+    """One tinybnn training step: loss_and_grads + Adam, as ``tinybnn.train.fit`` does it: the
+    batch is checked once and passed as a Point, and :meth:`run` limits BLAS once around all
+    its steps (fit limits it once around all its epochs)."""
 
     def __init__(self, model):
         from tinybnn.losses import Objective
@@ -103,11 +107,30 @@ class TinyStep:
         self.model, self.objective, self.opt = model, Objective("elbo", n_train=60000), Adam(LR)
 
     def step(self, x, y):
+        from tinybnn.gaussian import Point
         from tinybnn.model import loss_and_grads
 
-        parts, grads = loss_and_grads(self.model, x, y, self.objective)
+        parts, grads = loss_and_grads(self.model, Point(x), y, self.objective)
         self.opt.step(self.model.params, grads)
         return parts.total
+
+    def run(self, x, y, n):
+        """Seconds of each of ``n`` steps on (x, y)."""
+        from tinybnn import threads
+
+        self.model.check_input(x)
+        with threads.blas_limit(self.model.blas_threads):
+            return timed_steps(self.step, x, y, n)
+
+
+def timed_steps(step, x, y, n):
+    """Seconds of each of ``n`` calls of ``step(x, y)``."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step(x, y)
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 def import_torch(threads):
@@ -161,17 +184,16 @@ def time_case(case, dtype, ref, args):
 
 def time_runners(runners, x, y, args):
     """{name: (median, 25th, 75th percentile) ms/step} of each (name, stepper), interleaved."""
+    def run(r, n):
+        return r.run(x, y, n) if hasattr(r, "run") else timed_steps(r.step, x, y, n)
+
     times = {name: [] for name, _ in runners}
     for _, r in runners:
-        for _ in range(args.warmup):
-            r.step(x, y)
+        run(r, args.warmup)
     for _ in range(args.rounds):
         for name, r in runners:
             time.sleep(args.pause)  # let the other library's idle threads stop spinning
-            for _ in range(args.per_round):
-                t0 = time.perf_counter()
-                r.step(x, y)
-                times[name].append(time.perf_counter() - t0)
+            times[name] += run(r, args.per_round)
     return {name: 1e3 * np.percentile(t, [50, 25, 75]) for name, t in times.items()}
 
 
@@ -474,6 +496,7 @@ def machine():
 
 
 def main(argv=None):
+    global BATCH
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"],
@@ -482,6 +505,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--per-round", type=int, default=4, help="timed steps per round (default 4)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--batch", type=int, default=BATCH,
+                    help=f"examples per step: the first BATCH MNIST images (default {BATCH})")
     ap.add_argument("--pause", type=float, default=0.3,
                     help="seconds of sleep before each block of steps (default 0.3)")
     ap.add_argument("--no-torch", action="store_true", help="time tinybnn only")
@@ -499,6 +524,7 @@ def main(argv=None):
     ap.add_argument("--child-memory", nargs=3, metavar=("CASE", "DTYPE", "FRAMEWORK"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    BATCH = args.batch  # read by mnist_batch and step_gflop
     if args.child_memory:
         case, dtype, fw = args.child_memory
         if fw == "torch":
@@ -534,7 +560,7 @@ def main(argv=None):
         for dtype in args.dtypes:
             t = time_case(case, dtype, ref, args)
             ms, lo, hi = t["tinybnn"]
-            line = (f"{CASES[case][2]:<24}{dtype:<9}{ms:>11.1f}{f'[{lo:.1f}, {hi:.1f}]':>17}"
+            line = (f"{CASES[case][2]:<24}{dtype:<9}{ms:>11.2f}{f'[{lo:.2f}, {hi:.2f}]':>17}"
                     f"{BATCH / ms * 1e3:>8.0f}")
             if peak:
                 gflop = step_gflop(case, live_fraction(case, dtype))
@@ -546,7 +572,7 @@ def main(argv=None):
                 ok = err <= AGREE_TOL or dtype == "float32"
                 failed |= not ok
                 flag = "" if dtype == "float32" else (" ok" if ok else " FAIL")
-                line += (f"{rms:>10.1f}{f'[{rlo:.1f}, {rhi:.1f}]':>17}{rms / ms:>7.2f}"
+                line += (f"{rms:>10.2f}{f'[{rlo:.2f}, {rhi:.2f}]':>17}{rms / ms:>7.2f}"
                          f"{err:>10.1e}{flag}")
             print(line, flush=True)
     if peak:
