@@ -2,6 +2,7 @@
 runs, and a clear error for an impossible grid."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,3 +48,16 @@ def test_near_zero_kernels_are_counted(tmp_path):
 def test_impossible_grids(tmp_path, kw):
     with pytest.raises(ConfigError):
         plan(tiny(tmp_path, **kw))
+
+
+def test_two_workers_use_one_thread_each(tmp_path):
+    """With 2 workers on this 2-core machine every run trains with one numba and one BLAS
+    thread (two thread pools per core slow each other down 4-10x), and says so."""
+    import os
+
+    result = sweep(tiny(tmp_path, kernels="2", vanilla=False, n_jobs=2), progress=False)
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    for row in result["runs"]:
+        metrics = json.loads((Path(row["folder"]) / "metrics.json").read_text())
+        assert metrics["threads"]["numba"] == threads
+        assert all(n == threads for n in metrics["threads"]["blas"])

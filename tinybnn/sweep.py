@@ -9,7 +9,9 @@ Each run also counts its near-zero kernels (``||M_k||_F < zero_threshold``). The
 near-zero kernels against N, and, when several presets are swept, near-zero kernels by preset.
 
 Parallelism: ``n_jobs`` worker processes (joblib's loky backend); each worker limits BLAS and
-numba to ``cores // n_jobs`` threads so that the runs do not oversubscribe the machine.
+numba to ``cores // n_jobs`` threads so that the runs do not oversubscribe the machine (two
+processes with a thread pool each on two cores slow each other 4-10x); each run's
+metrics.json records the thread counts it had.
 """
 
 import json
@@ -90,8 +92,10 @@ def near_zero_kernels(model_path, threshold):
 
 
 def run_one(options, zero_threshold, threads):
-    """Train one run (or reuse a finished one); returns its result row."""
+    """Train one run (or reuse a finished one) with ``threads`` numba and BLAS threads; returns
+    its result row."""
     import numba
+    from threadpoolctl import threadpool_limits
 
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     folder = Path(options.out)
@@ -99,7 +103,8 @@ def run_one(options, zero_threshold, threads):
     if done.is_file():
         metrics = json.loads(done.read_text())
     else:
-        metrics = train_run(options)
+        with threadpool_limits(limits=threads, user_api="blas"):  # metrics.json records them
+            metrics = train_run(options)
     zeros, norms = near_zero_kernels(folder / "model.npz", zero_threshold)
     return {"dataset": options.dataset, "preset": options.preset, "kernels": options.kernels,
             "seed": options.seed, "bayesian": not options.vanilla,
