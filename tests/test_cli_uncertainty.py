@@ -140,7 +140,7 @@ def test_defaults_are_mnist_against_fashion_mnist():
     """The default datasets (MNIST in, Fashion-MNIST out) load and pass through the OOD test
     with an untrained 784-8-10 MLP (the whole command on them is run in docs/UNCERTAINTY.md)."""
     from tinybnn.robustness import ood_detection
-    from tinybnn.uncertainty_run import UncertaintyOptions, _images
+    from tinybnn.jobs.uncertainty import UncertaintyOptions, _images
 
     o = UncertaintyOptions()
     assert (o.dataset, o.ood_dataset, o.test_subset) == ("mnist", "fashion_mnist", 2000)

@@ -3,12 +3,11 @@
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 
 from tinybnn import io
 from tinybnn.cli import main
-from tinybnn.compress_run import CompressOptions, compress_run
+from tinybnn.jobs.compress import CompressOptions, compress_run
 
 QUICK = dict(dataset="digits", kernels=4, subset=0, epochs=2, batch_size=32, lr=3e-3,
              final_lr=1e-3, retrain_epochs=1, rule="count", value=1, max_stages=2,

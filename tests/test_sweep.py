@@ -9,7 +9,7 @@ import pytest
 
 from tinybnn import io
 from tinybnn.errors import ConfigError
-from tinybnn.sweep import SweepOptions, near_zero_kernels, plan, sweep
+from tinybnn.jobs.sweep import SweepOptions, near_zero_kernels, plan, sweep
 
 
 def tiny(tmp_path, **kw):

@@ -85,7 +85,7 @@ def data_command(args):
 
 
 # --------------------------------------------------------------------------------------------
-# Options derived from a commented dataclass (tinybnn.runs.TrainOptions and friends)
+# Options derived from a commented dataclass (tinybnn.jobs: TrainOptions and friends)
 # --------------------------------------------------------------------------------------------
 
 def add_dataclass_options(parser, cls):
@@ -123,7 +123,7 @@ def options_from_args(cls, args):
 # --------------------------------------------------------------------------------------------
 
 def add_train_parser(subparsers):
-    from tinybnn.runs import TrainOptions
+    from tinybnn.jobs.train import TrainOptions
 
     p = subparsers.add_parser(
         "train", help="train the paper's CNN or an MLP, Bayesian or vanilla",
@@ -134,7 +134,7 @@ def add_train_parser(subparsers):
 
 
 def train_command(args):
-    from tinybnn.runs import TrainOptions, train_run
+    from tinybnn.jobs.train import TrainOptions, train_run
 
     metrics = train_run(options_from_args(TrainOptions, args),
                         log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -165,7 +165,7 @@ def add_evaluate_parser(subparsers):
 
 
 def evaluate_command(args):
-    from tinybnn.runs import evaluate_run
+    from tinybnn.jobs.train import evaluate_run
 
     if (args.model is None) == (args.model_option is None):
         problem = ("give the model file once, as MODEL or as --model PATH, not both"
@@ -187,7 +187,7 @@ def evaluate_command(args):
 # --------------------------------------------------------------------------------------------
 
 def add_compress_parser(subparsers):
-    from tinybnn.compress_run import CompressOptions
+    from tinybnn.jobs.compress import CompressOptions
 
     p = subparsers.add_parser(
         "compress", help="self-compress the paper's Bayesian CNN, stage by stage (the main job)",
@@ -202,7 +202,7 @@ def add_compress_parser(subparsers):
 
 
 def compress_command(args):
-    from tinybnn.compress_run import CompressOptions, compress_run
+    from tinybnn.jobs.compress import CompressOptions, compress_run
 
     report = compress_run(options_from_args(CompressOptions, args),
                           log=lambda m: print(m, file=sys.stderr))
@@ -219,7 +219,7 @@ def compress_command(args):
 # --------------------------------------------------------------------------------------------
 
 def add_sweep_parser(subparsers):
-    from tinybnn.sweep import SweepOptions
+    from tinybnn.jobs.sweep import SweepOptions
 
     p = subparsers.add_parser(
         "sweep", help="train Bayesian and vanilla CNNs over a grid of kernel counts, in parallel",
@@ -231,7 +231,7 @@ def add_sweep_parser(subparsers):
 
 
 def sweep_command(args):
-    from tinybnn.sweep import SweepOptions, sweep
+    from tinybnn.jobs.sweep import SweepOptions, sweep
 
     result = sweep(options_from_args(SweepOptions, args))
     print(json.dumps(result["summary"], indent=2))
@@ -243,7 +243,7 @@ def sweep_command(args):
 # --------------------------------------------------------------------------------------------
 
 def add_uncertainty_parser(subparsers):
-    from tinybnn.uncertainty_run import UncertaintyOptions
+    from tinybnn.jobs.uncertainty import UncertaintyOptions
 
     p = subparsers.add_parser(
         "uncertainty", help="robustness, out-of-distribution, calibration: Bayesian vs vanilla",
@@ -259,7 +259,7 @@ def add_uncertainty_parser(subparsers):
 
 
 def uncertainty_command(args):
-    from tinybnn.uncertainty_run import UncertaintyOptions, uncertainty_run
+    from tinybnn.jobs.uncertainty import UncertaintyOptions, uncertainty_run
 
     result = uncertainty_run(options_from_args(UncertaintyOptions, args),
                              log=lambda m: print(m, file=sys.stderr))

@@ -36,9 +36,9 @@ from .gaussian import check_finite
 from .losses import Objective
 from .model import Sequential, data_term
 
-#: Summaries that every classifier has, and those that need a predictive covariance.
+#: The summaries of a prediction (the table above; the covariance ones are None for a vanilla
+#: network).
 SUMMARIES = ("confidence", "predicted_variance", "trace", "entropy")
-COVARIANCE_SUMMARIES = ("predicted_variance", "trace")
 
 #: Default number of equal-width confidence bins of the calibration error (Guo et al. 2017).
 N_BINS = 15

@@ -85,16 +85,6 @@ class Layer:
         raise NotImplementedError
 
 
-def check_features(layer, x, axis_size, expected, what):
-    """Raise ShapeError unless ``x.mean`` has ``expected`` entries along ``axis_size``."""
-    shape = x.mean.shape
-    if len(shape) <= axis_size or shape[axis_size] != expected:
-        raise ShapeError(
-            f"{type(layer).__name__}: expected input with {expected} {what} "
-            f"(axis {axis_size}), found mean of shape {tuple(shape)}"
-        )
-
-
 def truncated_normal(rng, shape, std, dtype):
     """N(0, std^2) samples redrawn until within two standard deviations (as the authors' code)."""
     out = rng.normal(0.0, std, size=shape)

@@ -45,7 +45,7 @@ import numpy as np
 from .. import kernels
 from ..errors import ShapeError
 from ..functions import softplus_grad
-from ..gaussian import Diagonal, Factored, FactoredGrad, Point
+from ..gaussian import Diagonal, Factored, Point
 from .base import Layer, initial_rho, truncated_normal
 
 
@@ -150,17 +150,16 @@ class Conv2d(Layer):
     # -- Point input: exact, factored output ---------------------------------------------
     def _forward_point(self, x):
         X, hw = self._patches(x.mean)  # (B, P, d)
-        B = X.shape[0]
         mean = self._point_mean(X, hw)  # (B, N, Ho, Wo)
         # rows = the identity (map position p reads patch row p), scale = 1: broadcast views,
         # nothing is written; ReLU and MaxPool read them in place.
         rows = np.broadcast_to(np.arange(X.shape[1]).reshape(1, 1, *hw), mean.shape)
         scale = np.broadcast_to(np.ones((), dtype=mean.dtype), mean.shape)
         y = Factored(mean, X, rows, scale, self.s, track_patches=self.input_grad)
-        return y, (X, x.mean.shape, B)
+        return y, (X, x.mean.shape)
 
     def _backward_point(self, dy, saved):
-        X, in_shape, B = saved
+        X, in_shape = saved
         dX = self._point_grads(dy.mean, X)
         self.grads["rho"] = dy.s.sum(axis=0) * softplus_grad(self.params["rho"])
         if dX is None:

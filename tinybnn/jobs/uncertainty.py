@@ -13,7 +13,7 @@ Writes into ``options.out``::
     monte_carlo.png    Monte Carlo summaries against the propagated ones, against S
 
 Give both ``--bayes-model`` and ``--vanilla-model`` (files written by ``tinybnn train``), or
-neither: then a quick pair is trained first with :func:`tinybnn.runs.train_run` (the paper's
+neither: then a quick pair is trained first with :func:`tinybnn.jobs.train.train_run` (the paper's
 CNN with ``--quick-kernels`` kernels on ``--quick-subset`` training images for
 ``--quick-epochs`` epochs with the ``--quick-preset`` schedule), written to
 ``OUT/quick_bayes`` and ``OUT/quick_vanilla``.
@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, io
-from .errors import ConfigError
-from .evaluate import predict
-from .robustness import (DEFAULT_EPSILONS, DEFAULT_STDS, MAX_EPS, MAX_STD, TARGETS,
+from .. import data, io
+from ..errors import ConfigError
+from ..evaluate import predict
+from ..robustness import (DEFAULT_EPSILONS, DEFAULT_STDS, MAX_EPS, MAX_STD, TARGETS,
                          check_levels, fgsm, noise_robustness, ood_detection)
-from .runs import TrainOptions, option, prepare_output, train_run, write_json
-from .uncertainty import calibration, mc_agreement, mc_predictive, summary_table
+from .common import option, prepare_output, write_json
+from .train import TrainOptions, train_run
+from ..uncertainty import calibration, mc_agreement, mc_predictive, summary_table
 
 #: The authors' released runs (docs/PAPER.md; later code, N = 32, MNIST), in percent.
 AUTHORS_REPORTED = {
@@ -253,7 +254,7 @@ def monte_carlo(model, prop, o):
 
 def _figures(result, ood_raw, out, o):
     """Write the PNGs of a run (matplotlib is imported only here, when there is a figure)."""
-    from . import plots, plots_uncertainty as pu
+    from .. import plots, plots_uncertainty as pu
 
     kinds = ("bayes", "vanilla")
     on_mnist = o.dataset == "mnist"

@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import compress as C
-from . import data, io, presets, threads
-from .errors import ConfigError
-from .prune import CRITERIA, RULES, check_rule
+from .. import compress as C
+from .. import data, io, presets, threads
+from ..errors import ConfigError
+from ..prune import CRITERIA, RULES, check_rule
+from .common import hidden_sizes, option, prepare_output, write_json
 from .report import write_markdown
-from .runs import hidden_sizes, option, prepare_output, write_json
-from .units import NEAR_ZERO, switch_off_counts, trajectory
+from ..units import NEAR_ZERO, switch_off_counts, trajectory
 
 
 @dataclass
@@ -187,7 +187,7 @@ def make_report(result, target, ds, o, config, seconds):
 
 def draw(result, target, report, out):
     """The report's figures, written beside it; returns {name: file name}."""
-    from . import plots
+    from .. import plots
 
     s0 = result.stages[0]
     epochs, norms = trajectory(result.accepted, target.layer)

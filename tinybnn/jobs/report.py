@@ -2,7 +2,7 @@
 figure with one sentence on what it shows. Reads only the report dict, so it can be made again
 from report.json."""
 
-from .io import atomic_write
+from ..io import atomic_write
 
 
 def _pct(x):

@@ -1,7 +1,7 @@
 """The paper's experiment: Bayesian and vanilla CNNs over a grid of kernel counts, datasets,
 presets and seeds, run in parallel with joblib.
 
-Every run is independent: it trains one network with :func:`tinybnn.runs.train_run` into its own
+Every run is independent: it trains one network with :func:`tinybnn.jobs.train.train_run` into its own
 folder ``out/runs/<dataset>-<preset>-<kind>-N<k>-seed<s>/`` and is skipped when that folder
 already holds a complete ``metrics.json`` (so an interrupted sweep resumes where it stopped).
 Each run also counts its near-zero kernels (``||M_k||_F < zero_threshold``). The results go to
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .errors import ConfigError
-from .runs import TrainOptions, option, prepare_output, train_run, write_json
+from .. import io
+from ..errors import ConfigError
+from .common import option, prepare_output, write_json
+from .train import TrainOptions, train_run
 
 
 @dataclass
@@ -123,7 +124,7 @@ def sweep(options, *, progress=True):
         delayed(run_one)(r, options.zero_threshold, threads) for r in runs)
     result = {"options": asdict(options), "runs": rows, "summary": summarise(rows)}
     write_json(out / "sweep.json", result)
-    from . import plots
+    from .. import plots
 
     plots.save(plots.sweep_accuracy(rows), out / "accuracy_vs_kernels.png")
     plots.save(plots.sweep_zeros(rows, options.zero_threshold), out / "near_zero_kernels.png")

@@ -13,26 +13,19 @@ the network, trains it with checkpoints, evaluates it on the test split and writ
     kernel_norms.png      every kernel's (unit's) mean norm against epoch, on a log axis
 """
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from . import data, io, presets, threads
-from .errors import ConfigError
-from .evaluate import evaluate
-from .model import mlp, paper_cnn
-from .train import fit
-from .units import (NEAR_ZERO, n_units, prunable_layers, switched_off, trajectory,
+from .. import data, io, presets, threads
+from ..errors import ConfigError
+from ..evaluate import evaluate
+from ..model import mlp, paper_cnn
+from ..train import fit
+from .common import hidden_sizes, option, prepare_output, write_json
+from ..units import (NEAR_ZERO, n_units, prunable_layers, switched_off, trajectory,
                     unit_record)
-
-
-def option(help, **kw):
-    """Field metadata read by the command line: the help text and argparse extras."""
-    return {"help": help, **kw}
 
 
 @dataclass
@@ -116,31 +109,6 @@ def _check(o):
     hidden_sizes(o.hidden)
 
 
-def hidden_sizes(text):
-    """'400,400' -> (400, 400); anything else is a ConfigError."""
-    try:
-        sizes = tuple(int(v) for v in str(text).split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise ConfigError(f"hidden must be comma-separated positive integers, found {text!r}")
-    return sizes
-
-
-def prepare_output(folder):
-    """Create ``folder`` (and parents) and check that a file can be written there."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".tinybnn-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"cannot write to the output folder {folder}: "
-                          f"{err.strerror or err}") from None
-    return folder
-
-
 def build_model(o, input_shape, n_classes):
     """The network the options describe, initialised from ``o.seed``."""
     dtype = np.dtype(o.dtype).type
@@ -220,7 +188,7 @@ def train_run(options, *, log=None):
     metrics["threads"] = meta["threads"]
     io.save(out / "model.npz", model, dict(meta, history=history, metrics=metrics, complete=True))
     write_json(out / "metrics.json", metrics)
-    from . import plots
+    from .. import plots
 
     kind = "vanilla" if o.vanilla else "Bayesian"
     what = f"{o.model.upper()} N={o.kernels}" if o.model == "cnn" else f"MLP {o.hidden}"
@@ -253,8 +221,8 @@ def evaluate_run(model_path, *, dataset=None, test_subset=None, seed=0):
     meta["options"].setdefault("preset", None)
     if model.task != "classification":
         return run_metrics(model, meta, evaluate(model, ds.test))
-    from .evaluate import classification_metrics, predict
-    from .uncertainty import summary_table
+    from ..evaluate import classification_metrics, predict
+    from ..uncertainty import summary_table
 
     mean, cov = predict(model, ds.test.x)
     metrics = run_metrics(model, meta, classification_metrics(mean, cov, ds.test.y))
@@ -262,19 +230,3 @@ def evaluate_run(model_path, *, dataset=None, test_subset=None, seed=0):
     # predictions (tinybnn/uncertainty.py)
     metrics["uncertainty"] = summary_table(mean, cov, ds.test.y)
     return metrics
-
-
-def write_json(path, obj):
-    """Write ``obj`` as indented JSON, atomically."""
-    text = json.dumps(obj, indent=2, default=_jsonable) + "\n"
-    io.atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def _jsonable(v):
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, os.PathLike):
-        return str(v)
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
