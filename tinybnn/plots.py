@@ -148,13 +148,18 @@ CURVE_STYLES = {"Bayesian, self-compression": ("o-", BAYES),
                 "vanilla, retrained from scratch at each size": ("s--", "tab:red")}
 
 
+OTHER_COLORS = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+
+
 def _accuracy_curves(ax, curves):
-    """``curves``: {label: [(kernels, accuracy), ...]} drawn on ``ax`` as lines with markers."""
+    """``curves``: {label: [(kernels, accuracy), ...]} drawn on ``ax`` as lines with markers;
+    a label without a style of its own takes one of OTHER_COLORS (never the Bayesian blue)."""
+    others = iter(OTHER_COLORS * 4)
     for label, points in curves.items():
         if not points:
             continue
         pts = sorted(points)
-        style, color = CURVE_STYLES.get(label, (".-", None))
+        style, color = CURVE_STYLES.get(label) or (".-", next(others))
         ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, color=color, label=label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -218,11 +223,20 @@ def sweep_zeros(rows, threshold, title="Near-zero kernels against the number of 
     return fig
 
 
+def _last_finite(col):
+    """The last value of ``col`` that is not NaN (a removed kernel's last norm), or NaN."""
+    import numpy as np
+
+    finite = col[np.isfinite(col)]
+    return finite[-1] if len(finite) else np.nan
+
+
 def kernel_trajectories(ax, epochs, norms, threshold, vanilla=None, vanilla_at=None):
     """Draw on ``ax`` every kernel's norm against epoch (log axis; a line ends where its kernel
-    was removed): the kernels that go below ``threshold`` in blue, the others grey; the
-    threshold dashed; ``vanilla`` (its kernel norms after training) as orange marks at epoch
-    ``vanilla_at``."""
+    was removed): in blue the kernels whose last norm is below ``threshold`` (switched off, or
+    removed while they were), in light blue those that went below it and came back, the others
+    grey; the threshold dashed; ``vanilla`` (its kernel norms after training) as orange marks
+    at epoch ``vanilla_at``."""
     import numpy as np
 
     if len(epochs) == 0:
@@ -230,10 +244,13 @@ def kernel_trajectories(ax, epochs, norms, threshold, vanilla=None, vanilla_at=N
                 ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return
-    off = np.array([bool(np.any(col < threshold)) for col in norms.T])  # NaN compares False
-    for k in np.argsort(off, kind="stable"):  # grey lines first, blue on top
-        ax.semilogy(epochs, norms[:, k], "-", lw=1.2 if off[k] else 0.8,
-                    color=BAYES if off[k] else "0.65", alpha=0.9)
+    off = np.array([_last_finite(col) < threshold for col in norms.T])
+    back = np.array([bool(np.any(col < threshold)) for col in norms.T]) & ~off  # NaN: False
+    kind = np.where(off, 2, np.where(back, 1, 0))
+    style = {0: ("0.65", 0.8), 1: ("tab:cyan", 0.9), 2: (BAYES, 1.2)}
+    for k in np.argsort(kind, kind="stable"):  # grey lines first, blue on top
+        color, lw = style[kind[k]]
+        ax.semilogy(epochs, norms[:, k], "-", lw=lw, color=color, alpha=0.9)
     ax.axhline(threshold, color="red", ls="--", lw=1)
     ax.text(epochs[0], threshold * 1.3, f"{threshold:g}", color="red", fontsize=8)
     if vanilla is not None:
@@ -241,8 +258,8 @@ def kernel_trajectories(ax, epochs, norms, threshold, vanilla=None, vanilla_at=N
                     mew=2, label="vanilla twin after training")
         ax.legend(fontsize=8, loc="lower left")
     ax.set(xlabel="epoch", ylabel="||M_k||_F (log scale)",
-           title=f"Kernel norms while training: {int(off.sum())} of {norms.shape[1]} "
-                 f"fall below {threshold:g}")
+           title=f"{int(off.sum())} of {norms.shape[1]} kernels end below {threshold:g}"
+                 f"{f' ({int(back.sum())} more went below and came back)' if back.any() else ''}")
     ax.grid(alpha=0.3, which="both")
 
 
@@ -271,14 +288,15 @@ def trajectories(epochs, norms, threshold, title):
 
 def unit_history(epochs, norms, outgoing, variances, threshold, title):
     """Three panels against epoch, one line per kernel, log axes: its mean's norm, the norm of
-    the next layer's block that reads it, and its variance; the kernels whose norm goes below
-    ``threshold`` in blue. (E,) epochs and (E, N) arrays (tinybnn.units.trajectory)."""
+    the next layer's block that reads it, and its variance; in blue the kernels whose norm ends
+    below ``threshold`` (:func:`kernel_trajectories`). (E,) epochs and (E, N) arrays
+    (tinybnn.units.trajectory)."""
     import numpy as np
 
     fig = Figure(figsize=(13, 3.8))
     axes = fig.subplots(1, 3)
     kernel_trajectories(axes[0], epochs, norms, threshold)
-    off = np.array([bool(np.any(col < threshold)) for col in norms.T])
+    off = np.array([_last_finite(col) < threshold for col in norms.T])
     for ax, values, what in ((axes[1], outgoing, "||block of the next layer||_F"),
                              (axes[2], variances, "kernel variance s_k")):
         if values is None:

@@ -119,11 +119,13 @@ def switched_off(norms, threshold=NEAR_ZERO):
 def trajectory(stages, layer, key="norms"):
     """The norm of every kernel through one or more trainings, one after the other.
 
-    ``stages``: dicts with ``kernel_ids`` (the trained kernels' ids in the first network, in
-    the order of the layer's kernels), ``history`` (tinybnn.train.fit's) and, for the first,
-    optionally ``start_units`` (the unit_record before training): the stages of
-    tinybnn.compress.self_compress, or ``[{"kernel_ids": range(N), "history": h}]`` for one
-    training. Returns (epochs (E,), values (E, N0)): cumulative epochs (0 = before training,
+    ``stages``: dicts with ``kernel_ids`` (for each kernel of the layer during that stage's
+    training, in order, its column: its position in the first stage's network, 0 .. N0 - 1),
+    ``history`` (tinybnn.train.fit's) and, for the first, optionally ``start_units`` (the
+    unit_record before training): the stages of tinybnn.compress.self_compress, or
+    ``[{"kernel_ids": range(N), "history": h}]`` for one training. (For a run that started from
+    an already pruned network, the columns are its kernels' positions, not their original ids;
+    map them back through the run's ``kernel_ids``.) Returns (epochs (E,), values (E, N0)): cumulative epochs (0 = before training,
     when known), and each kernel's ``key`` ("norms", "outgoing_norms" or "variances") by its
     id, NaN once it has been removed.
     """

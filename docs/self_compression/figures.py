@@ -2,15 +2,20 @@
 
     .venv/bin/python docs/self_compression/figures.py RUNS_DIR
 
-RUNS_DIR holds the folders written by the commands of docs/SELF_COMPRESSION.md (``tinybnn
-train --out RUNS_DIR/...``); each has a metrics.json with the history of every epoch (the kernel
-norms, the norms of the FC blocks that read them, the kernel variances). For each folder this
-writes ``<group>_<name>.png`` here (the three trajectories against epoch) and prints one
-Markdown table row per run: what switched off when, the smallest norms at the end, the test
-accuracy and the CPU time. Nothing is trained or computed beyond reading the histories.
+RUNS_DIR holds the folders written by the commands of docs/SELF_COMPRESSION.md: ``tinybnn train
+--out RUNS_DIR/<group>/<name>`` folders, each with a metrics.json with the history of every
+epoch (the kernel norms, the norms of the FC blocks that read them, the kernel variances), and
+``tinybnn compress --out RUNS_DIR/compress/<name>`` folders with their report.json. For each
+train folder this writes ``<group>_<name>.png`` here (the three trajectories against epoch) and
+prints one Markdown table row: what switched off when, the smallest norms at the end, the test
+accuracy and the CPU time; then one row per compress folder: the kernels and test accuracy at
+every accepted stage, against the vanilla twin pruned like it (and a copy of its
+self_compression.png here as ``compress_<name>.png``). Nothing is trained or computed beyond
+reading the files.
 """
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,6 +34,8 @@ def row(folder):
     layer = next(iter(h[0]["units"]))
     n = len(h[0]["units"][layer]["norms"])
     stage = [{"kernel_ids": list(range(n)), "history": h}]
+    if "start_units" in m:  # before training (written since commit bb89892)
+        stage[0]["start_units"] = m["start_units"]
     epochs, norms = trajectory(stage, layer)
     outgoing = trajectory(stage, layer, "outgoing_norms")[1]
     variances = (trajectory(stage, layer, "variances")[1]
@@ -48,11 +55,32 @@ def row(folder):
             f"{cpu:.0f} s |")
 
 
+def compress_row(folder):
+    """The table row of one ``tinybnn compress`` folder: the kernels and test accuracy of every
+    accepted stage, Bayesian and its vanilla twin pruned and retrained like it."""
+    r = json.loads((folder / "report.json").read_text())
+    shutil.copyfile(folder / "self_compression.png", HERE / f"compress_{folder.name}.png")
+    kept = [s for s in r["stages"] if s["accepted"]]
+    bayes = " -> ".join(f"{s['kernels']} ({100 * s['test_accuracy']:.2f})" for s in kept)
+    vanilla = " -> ".join(f"{s['vanilla']['kernels']} ({100 * s['vanilla']['test_accuracy']:.2f})"
+                          for s in kept if "vanilla" in s)
+    moved = max((s["change_on_removal"]["max_mean_change"] for s in kept[1:]), default=None)
+    o = r["options"]
+    return (f"| {folder.name} | {o['dataset']} | {r['start_kernels']} | {o['retrain']} | {bayes} "
+            f"| {'-' if moved is None else f'{moved:.0e}'} | {vanilla or '-'} "
+            f"| {len(r['stages']) - 1} | {r['seconds']:.0f} s |")
+
+
 def main(runs):
     print("| run | updates | below 1e-3 after each epoch | five smallest norms at the end "
           "| test | CPU time |\n|---|---|---|---|---|---|")
     for metrics in sorted(Path(runs).glob("*/*/metrics.json")):
         print(row(metrics.parent))
+    print("\n| run | data | N0 | retraining | Bayesian: kernels (test %) at each accepted stage "
+          "| largest mean change on removal | vanilla twin pruned like it | stages run | time |"
+          "\n|---|---|---|---|---|---|---|---|---|")
+    for report in sorted(Path(runs).glob("compress/*/report.json")):
+        print(compress_row(report.parent))
 
 
 if __name__ == "__main__":

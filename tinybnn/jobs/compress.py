@@ -151,7 +151,8 @@ def compress_run(options, *, log=print):
     meta = {"options": asdict(o), "config": config.as_dict(), "complete": True}
     if start is None:
         io.save(out / "trained.npz", result.trained,
-                dict(meta, history=result.stages[0]["history"]))
+                dict(meta, history=result.stages[0]["history"],
+                     start_units=result.stages[0]["start_units"]))
     io.save(out / "model.npz", result.model,
             dict(meta, kernel_ids=result.kernel_ids, stop_reason=result.stop_reason))
     if o.scratch_baselines and result.vanilla is not None:

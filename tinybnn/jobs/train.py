@@ -185,6 +185,7 @@ def train_run(options, *, log=None):
     meta["seconds"] = time.perf_counter() - start
     metrics = run_metrics(model, meta, evaluate(model, ds.test, jitter=kw["objective"].jitter))
     metrics["history"] = history  # every epoch, with its kernel (unit) norms and variances
+    metrics["start_units"] = start_units  # the same before training
     metrics["threads"] = meta["threads"]
     io.save(out / "model.npz", model, dict(meta, history=history, metrics=metrics, complete=True))
     write_json(out / "metrics.json", metrics)
