@@ -104,7 +104,9 @@ def _factored_project(patches, rows, scale, M3, s, dp, chunks, At, tau):
                 _copy_patches(patches, b, X, norm2)
                 current = b
             n_kept = _kept_rows(scale[b, n], kept)
-            A[:] = zero
+            for k in range(K):  # plain loops, not slice assignments: they compile much faster
+                for i in range(dp):
+                    A[k, i] = zero
             tr = zero
             for j in range(0, n_kept, 2):
                 l0 = kept[j]
@@ -120,7 +122,9 @@ def _factored_project(patches, rows, scale, M3, s, dp, chunks, At, tau):
                     for i in range(dp):
                         a[i] += w0 * x0[i] + w1 * x1[i]
             tau[b, n] = tr
-            At[b, n] = A[:, :d]
+            for k in range(K):
+                for i in range(d):
+                    At[b, n, k, i] = A[k, i]
             Sb = partial[t, b]
             for k in range(K):
                 for j in range(k + 1):
@@ -129,12 +133,14 @@ def _factored_project(patches, rows, scale, M3, s, dp, chunks, At, tau):
                         acc += A[k, i] * A[j, i]
                     Sb[k, j] += s[n] * acc
     S = np.zeros((B, K, K), dtype=patches.dtype)
-    for t in range(chunks):
-        S += partial[t]
-    for b in range(B):  # S_b is symmetric: copy the lower triangle up
+    for b in range(B):  # the partials' sum, lower triangle, copied up (S_b is symmetric)
         for k in range(K):
-            for j in range(k):
-                S[b, j, k] = S[b, k, j]
+            for j in range(k + 1):
+                acc = zero
+                for t in range(chunks):
+                    acc += partial[t, b, k, j]
+                S[b, k, j] = acc
+                S[b, j, k] = acc
     return S
 
 
@@ -209,7 +215,9 @@ def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, dp, chunk
             if b != current:
                 _copy_patches(patches, b, X, norm2)
                 current = b
-            GA[:K] = zero
+            for k in range(K):
+                for i in range(dp):
+                    GA[k, i] = zero
             for k in range(K):
                 for j in range(K):
                     g = G[b, k, j]
@@ -254,10 +262,14 @@ def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, dp, chunk
                         o0[k + 3] += s0 * a03
                         o1[k + 3] += s1 * a13
     dM3 = partial[0]
-    for t in range(1, chunks):
-        dM3 += partial[t]
-    for n in range(N):
-        dM3[n] *= 2 * s[n]
+    for n in range(N):  # the partials' sum, times 2 s_n
+        two_s = 2 * s[n]
+        for l in range(L):
+            for k in range(K):
+                acc = dM3[n, l, k]
+                for t in range(1, chunks):
+                    acc += partial[t, n, l, k]
+                dM3[n, l, k] = two_s * acc
     return dM3, ds
 
 
@@ -328,16 +340,16 @@ def _factored_mean(mu, M, b, m, nn):
     B, D = mu.shape
     K = M.shape[1]
     for e in numba.prange(B):
-        x = mu[e]
-        acc = b.copy()  # (K,)
+        x, out = mu[e], m[e]
+        for k in range(K):
+            out[k] = b[k]
         sq = mu.dtype.type(0)
         for j in range(D):
             xj = x[j]
             sq += xj * xj
             w = M[j]
             for k in range(K):
-                acc[k] += xj * w[k]
-        m[e] = acc
+                out[k] += xj * w[k]
         nn[e] = sq
 
 
@@ -367,7 +379,9 @@ def _factored_mean_backward(mu, g, M, c, dM, dmu):
     K = M.shape[1]
     for blk in numba.prange(-(-D // MEAN_BLOCK)):
         lo, hi = blk * MEAN_BLOCK, min(D, (blk + 1) * MEAN_BLOCK)
-        dM[lo:hi] = 0
+        for j in range(lo, hi):
+            for k in range(K):
+                dM[j, k] = 0
         for e in range(B):
             two_c, ge = 2 * c[e], g[e]
             for j in range(lo, hi):
