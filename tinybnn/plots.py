@@ -38,7 +38,7 @@ def learning_curves(history, title="Learning curves"):
     ax_nll.legend()
     ax_reg.plot(epochs, [h["train_reg"] for h in history], "o-", color="tab:green")
     ax_reg.set(xlabel="epoch", ylabel="regulariser (as added to the loss)",
-               title="KL / regulariser")
+               title="Regulariser (the KL term, for the elbo preset)")
     for ax in (ax_acc, ax_nll, ax_reg):
         ax.grid(alpha=0.3)
         ax.set_xticks(epochs if len(epochs) <= 12 else ax.get_xticks())
