@@ -108,3 +108,16 @@ def test_rho_init_and_rate_options(tmp_path, capsys):
     code, _, err = run(["train", *QUICK, "--rho-init=-5,-6", "--out", str(tmp_path / "x")],
                        capsys)
     assert code == 2 and "rho init must be 'low,high' with low <= high" in err
+
+
+def test_relu_option(tmp_path, capsys):
+    """The MLP trains with the exact ReLU on request; the CNN refuses it in one line."""
+    code, out, _ = run(["train", *QUICK, "--model", "mlp", "--hidden", "8", "--relu", "exact",
+                        "--out", str(tmp_path / "m")], capsys)
+    assert code == 0
+    from tinybnn import io
+
+    model, _ = io.load(tmp_path / "m" / "model.npz")
+    assert "ReLUExact" in [type(layer).__name__ for _, layer in model.layers]
+    code, _, err = run(["train", *QUICK, "--relu", "exact", "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "the exact ReLU is for MLPs" in err and err.count("\n") == 1

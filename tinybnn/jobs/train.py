@@ -37,6 +37,10 @@ class TrainOptions:
     kernels: int = field(default=32, metadata=option("number of conv kernels N of the CNN"))
     hidden: str = field(default="400", metadata=option(
         "hidden layer sizes of the MLP, comma-separated (e.g. 400,400)"))
+    relu: str = field(default="first_order", metadata=option(
+        "the MLP's ReLU: first_order (the paper's linearisation) or exact (rectified-Gaussian "
+        "moments; tinybnn/layers/relu_exact.py); the CNN has only the first-order one",
+        choices=("first_order", "exact")))
     vanilla: bool = field(default=False, metadata=option(
         "train the deterministic network with cross-entropy instead of the Bayesian one"))
     dataset: str = field(default="mnist", metadata=option(
@@ -103,7 +107,11 @@ def _check(o):
             (isinstance(o.kernels, int) and o.kernels >= 1, "kernels must be an integer >= 1",
              o.kernels),
             (0 <= o.validation < 1, "validation must be a fraction in [0, 1)", o.validation),
-            (o.dtype in ("float64", "float32"), "dtype must be float64 or float32", o.dtype)):
+            (o.dtype in ("float64", "float32"), "dtype must be float64 or float32", o.dtype),
+            (o.relu == "first_order" or o.model == "mlp",
+             "the exact ReLU is for MLPs (the CNN's factored first-conv covariance takes only the "
+             "first-order ReLU, tinybnn/layers/relu_exact.py says why); relu must be "
+             "first_order for the CNN", o.relu)):
         if not ok:
             raise ConfigError(f"{what}, found {found!r}")
     hidden_sizes(o.hidden)
@@ -119,7 +127,7 @@ def build_model(o, input_shape, n_classes):
                          last_variance=o.last_variance or None)
     sizes = (int(np.prod(input_shape)),) + hidden_sizes(o.hidden) + (n_classes,)
     return mlp(sizes, bayesian=not o.vanilla, input_shape=input_shape, seed=o.seed, dtype=dtype,
-               rho_range=rho, last_variance=o.last_variance or None)
+               rho_range=rho, last_variance=o.last_variance or None, relu=o.relu)
 
 
 def n_kernels(model):
