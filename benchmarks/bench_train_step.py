@@ -456,8 +456,8 @@ def epoch_time():
 
 
 # ------------------------------------------------------------------------------------- inference
-def inference_rows(dtypes, keep=(32, 16, 8), n_images=1000, repeats=5):
-    """Prediction time (``tinybnn.evaluate.predict``, batches of 100) of the Bayesian CNN N = 32
+def inference_rows(dtypes, keep=(32, 24, 16, 8), n_images=10000, repeats=5):
+    """Prediction time (``tinybnn.evaluate.predict``, its batches of 500) of the Bayesian CNN N = 32
     and of the same network compressed to fewer kernels by ``tinybnn.prune`` (the lowest-norm
     kernels removed, as ``tinybnn compress`` removes the near-zero ones): ms per 100 images."""
     from tinybnn import data, prune
@@ -624,8 +624,8 @@ def main(argv=None):
               "warm: the same directory after one run")
 
     if args.inference:
-        print("\ninference (tinybnn.evaluate.predict on 1,000 MNIST test images in batches of "
-              "100; median of 5): Bayesian CNN N=32 and compressed to N kernels by tinybnn.prune")
+        print("\ninference (tinybnn.evaluate.predict on the 10,000 MNIST test images; median of "
+              "5): Bayesian CNN N=32 and compressed to N kernels by tinybnn.prune")
         base = {}
         for dtype, k, ms in inference_rows(args.dtypes):
             base.setdefault(dtype, ms)
