@@ -274,12 +274,69 @@ def uncertainty_command(args):
 
 
 # --------------------------------------------------------------------------------------------
+# tinybnn import
+# --------------------------------------------------------------------------------------------
+
+#: The keys of tinybnn.importers.IMPORTERS, spelled out so that `tinybnn --help` need not import
+#: the library (tests/test_importers.py checks they agree).
+IMPORT_FORMATS = ("authors2019",)
+
+
+def add_import_parser(subparsers):
+    p = subparsers.add_parser(
+        "import", help="turn weights trained elsewhere into a tinybnn model file",
+        description="Read weights written by other code and write a tinybnn model file "
+                    "(metadata: the dataset, the source file and its sha256, what was "
+                    "converted). authors2019: the weights pickle of the authors' 2019 TF1 "
+                    "code (a list of 6 float32 arrays: conv means HWIO (5, 5, 1, N), conv rho "
+                    "(N,), FC means (144 N, 10) in HWC row order, FC rho, FC bias, FC bias rho "
+                    "(10,) each; or a dict, keys in tinybnn/importers.py). The pickle is read "
+                    "admitting numpy arrays only; the FC bias rho is dropped (tinybnn's biases "
+                    "are point values).")
+    p.add_argument("format", choices=IMPORT_FORMATS, metavar="FORMAT",
+                   help=f"the source's format: {', '.join(IMPORT_FORMATS)}")
+    p.add_argument("source", metavar="PKL", help="the file to read")
+    p.add_argument("out", metavar="OUT.npz", help="the model file to write (atomically)")
+    p.set_defaults(run=import_command)
+
+
+def import_command(args):
+    from tinybnn import io
+    from tinybnn.importers import IMPORTERS
+
+    model, meta = IMPORTERS[args.format](args.source)
+    io.save(args.out, model, meta)
+    for line in import_report(model, meta, args.out):
+        print(line)
+    return 0
+
+
+def import_report(model, meta, out):
+    """The lines `tinybnn import` prints: what was read, converted, dropped and written."""
+    from tinybnn.units import NEAR_ZERO, unit_norms, weight_layers
+
+    got, n = meta["imported"], meta["options"]["kernels"]
+    lines = [f"read {got['source']} ({got['format']}, a {got['pickle_form']} of "
+             f"{len(got['source_shapes'])} {got['dtype']} arrays, sha256 {got['source_sha256']})"]
+    lines += [f"  {c}" for c in got["converted"]]
+    lines += [f"  {k} {tuple(got['source_shapes'][k])} dropped: {d['why']} (its values range "
+              f"from {d['min']:.3g} to {d['max']:.3g})" for k, d in got["dropped"].items()]
+    norms = unit_norms(model[weight_layers(model)[0]])
+    low = sorted(norms[norms < NEAR_ZERO])
+    lines.append(f"kernels with a mean norm below {NEAR_ZERO:g}: {len(low)} of {n}"
+                 + (f" ({', '.join(f'{v:.2g}' for v in low)})" if low else ""))
+    lines.append(f"wrote {out}: the Bayesian paper CNN, N = {n}, {model.dtype}, for "
+                 f"{meta['options']['dataset']} (try: tinybnn evaluate --model {out})")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
 # The parser and main()
 # --------------------------------------------------------------------------------------------
 
 #: One parser-builder per command, in the order ``--help`` lists them.
 COMMANDS = [add_compress_parser, add_sweep_parser, add_train_parser, add_evaluate_parser,
-            add_uncertainty_parser, add_data_parser]
+            add_uncertainty_parser, add_data_parser, add_import_parser]
 
 
 def build_parser():

@@ -12,8 +12,12 @@ Parameter names are ``"<layer>.<param>"``. The paper's CNN (:func:`paper_cnn`)::
     fc.b        (K,)             bias
 
 An MLP (:func:`mlp`) has ``fc1.M`` (D, H1), ``fc1.rho``, ``fc1.b``, ``fc2.M`` (H1, H2), ...
-Set parameters from your own arrays with ``model.params["fc.M"][...] = W`` (in place).
+Build a network from your own arrays, checked, with :func:`from_arrays`
+(``from_arrays(paper_cnn(32), {"conv.M": ..., ...})``); or set one parameter in place with
+``model.params["fc.M"][...] = W`` (unchecked).
 """
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -155,6 +159,88 @@ class Sequential:
 def _positional(kind, ls):
     keys = ("d_in", "d_out") if kind == "Linear" else ("c_in", "n_kernels", "kernel_size")
     return [ls.pop(k) for k in keys]
+
+
+# ---------------------------------------------------------------------------------------------
+# a network from named arrays
+# ---------------------------------------------------------------------------------------------
+
+
+def from_arrays(spec_or_model, arrays):
+    """A new network with the architecture of ``spec_or_model`` and the parameters ``arrays``.
+
+    spec_or_model : a :class:`Sequential` (only its architecture is read, e.g. ``paper_cnn(32)``)
+        or its :meth:`Sequential.spec` dict.
+    arrays : {"layer.param": numpy array} (a dict, or any mapping such as ``np.load(path)``):
+        exactly the network's parameter names (the table at the top of this module), each array
+        of that parameter's shape (``conv.M`` (N, C, r, r), ``fc.M`` (N L, K) channel-major,
+        ``conv.rho`` (N,), ``fc.rho`` (K,), ``fc.b`` (K,)), all float32 or all float64 (the
+        network takes that dtype), all finite.
+
+    Variance parameters are **rho, not variances**: a kernel's or unit's variance is
+    ``softplus(rho) = log(1 + e^rho)``; to set variances ``s`` pass
+    ``tinybnn.functions.softplus_inverse(s)``.
+
+    The arrays are copied: neither they nor a model passed in change. Raises ConfigError for a
+    spec that cannot be built or for wrong names (all missing and unexpected ones named),
+    ShapeError for a non-array, a wrong shape (every one named with the expected and found
+    shapes), a dtype other than float32/float64 or mixed dtypes, and NaN or Inf.
+    """
+    model = _fresh(spec_or_model)
+    expected = model.params
+    arrays = _check_names(expected, arrays)
+    dtype = _check_arrays(expected, arrays)
+    model.astype(dtype)
+    for name, target in model.params.items():
+        target[...] = arrays[name]
+    return model
+
+
+def _fresh(spec_or_model):
+    """A newly initialised float64 Sequential of the given architecture."""
+    if isinstance(spec_or_model, Sequential):
+        return Sequential.from_spec(spec_or_model.spec())
+    if not isinstance(spec_or_model, dict):
+        raise ConfigError(f"expected a Sequential or its spec() dict, found "
+                          f"{type(spec_or_model).__name__}")
+    try:
+        return Sequential.from_spec(spec_or_model)
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"cannot build a network from this spec: {err!r}") from None
+
+
+def _check_names(expected, arrays):
+    """A dict of ``arrays`` (a mapping), checked to hold exactly the names of ``expected``."""
+    if not isinstance(arrays, Mapping):
+        raise ConfigError(f"arrays must be a dict {{name: array}}, found "
+                          f"{type(arrays).__name__}")
+    arrays = dict(arrays)
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(map(str, set(arrays) - set(expected)))
+    if missing or unexpected:
+        raise ConfigError(f"the arrays must be named exactly {sorted(expected)}; missing "
+                          f"{missing or 'none'}, unexpected {unexpected or 'none'}")
+    return arrays
+
+
+def _check_arrays(expected, arrays):
+    """Check types, shapes, dtypes and finiteness of ``arrays``; return their one dtype."""
+    for name, v in arrays.items():
+        if not isinstance(v, np.ndarray):
+            raise ShapeError(f"{name} must be a numpy array, found {type(v).__name__}")
+    wrong = [f"{name} expected {expected[name].shape}, found {v.shape}"
+             for name, v in arrays.items() if v.shape != expected[name].shape]
+    if wrong:
+        raise ShapeError(f"wrong shapes: {'; '.join(wrong)}")
+    dtypes = {str(v.dtype) for v in arrays.values()}
+    if len(dtypes) != 1 or not dtypes <= {"float32", "float64"}:
+        found = ", ".join(f"{name} {v.dtype}" for name, v in arrays.items())
+        raise ShapeError(f"the arrays must all be float32 or all float64, found {found}")
+    for name, v in arrays.items():
+        check_finite(name, v)
+    return np.dtype(dtypes.pop())
 
 
 # ---------------------------------------------------------------------------------------------
