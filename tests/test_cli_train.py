@@ -121,3 +121,76 @@ def test_relu_option(tmp_path, capsys):
     assert "ReLUExact" in [type(layer).__name__ for _, layer in model.layers]
     code, _, err = run(["train", *QUICK, "--relu", "exact", "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and "the exact ReLU is for MLPs" in err and err.count("\n") == 1
+
+
+def test_resume_ends_with_the_files_of_an_uninterrupted_run(tmp_path, capsys, monkeypatch):
+    """Ctrl-C inside epoch 2 (here: a KeyboardInterrupt raised while its update 10 is
+    computed), then `tinybnn train --resume OUT`: the same parameters bit for bit and the same
+    metrics.json as a run that was never interrupted, but for the times and the folder."""
+    import math
+
+    import numpy as np
+
+    import tinybnn.train as train_module
+    from tinybnn import data
+    from tinybnn.jobs.train import TrainOptions, train_run
+    from tinybnn.train import Interrupted
+
+    argv = [*QUICK, "--epochs", "2", "--checkpoint-every", "7"]
+    assert run(["train", *argv, "--out", str(tmp_path / "whole")], capsys)[0] == 0
+    steps = math.ceil(len(data.load("digits", validation=1 / 12, seed=0).train.y) / 64)
+
+    real, calls = train_module.loss_and_grads, [0]
+
+    def ctrl_c_in_epoch_2(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == steps + 10:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "loss_and_grads", ctrl_c_in_epoch_2)
+    out = tmp_path / "cut"
+    options = TrainOptions(dataset="digits", kernels=3, epochs=2, batch_size=64,
+                           checkpoint_every=7, progress=False, out=str(out))
+    with pytest.raises(Interrupted) as stop:
+        train_run(options)
+    assert stop.value.message == (f"the last checkpoint is {out}/model.npz (epoch 2 of 2, step "
+                                  f"7 of {steps}); resume with: tinybnn train --resume {out}")
+    calls[0] = 0  # the same through the command line (the same run, the same checkpoint)
+    code, _, err = run(["train", *argv, "--out", str(out)], capsys)
+    assert code == 130 and err.splitlines()[-1] == f"tinybnn: interrupted; {stop.value.message}"
+    monkeypatch.undo()
+
+    code, _, err = run(["train", "--resume", str(out), "--no-progress"], capsys)
+    assert code == 0, err
+    assert err.startswith(f"resuming {out}/model.npz (epoch 2 of 2, step 7 of {steps})")
+    results = []
+    for name in ("whole", "cut"):
+        m = json.loads((tmp_path / name / "metrics.json").read_text())
+        m.pop("seconds")
+        m["options"].pop("out")
+        for row in m["history"]:
+            row.pop("seconds"), row.pop("cpu_seconds")
+        results.append(m)
+    assert results[0] == results[1]
+    whole, cut = (io.load(tmp_path / name / "model.npz")[0] for name in ("whole", "cut"))
+    for k, p in whole.params.items():
+        np.testing.assert_array_equal(cut.params[k], p)
+    assert io.load_checkpoint(out / "model.npz").state is None  # a finished run keeps no state
+
+
+def test_resume_takes_no_other_options_and_needs_a_run_to_continue(tmp_path, capsys):
+    out = tmp_path / "done"
+    assert run(["train", *QUICK, "--out", str(out)], capsys)[0] == 0
+    for argv, message in (
+            (["--epochs", "3", "--seed", "1"], "found --epochs, --seed too (only "
+                                               "--progress/--no-progress may be given"),
+            (["--out", str(tmp_path / "other")], "found --out too"),
+            ([], "nothing to resume: " + str(out / "model.npz") + " is a finished run"),
+    ):
+        code, _, err = run(["train", "--resume", str(out), *argv], capsys)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    code, _, err = run(["train", "--resume", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and "expected the checkpoint" in err and err.count("\n") == 1
+    code, _, err = run(["train", *QUICK, "--checkpoint-every", "-1", "--out", str(out)], capsys)
+    assert code == 2 and "checkpoint every must be an integer >= 0" in err

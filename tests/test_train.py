@@ -86,9 +86,10 @@ def test_interrupt_leaves_last_complete_epoch(digits, tmp_path):
         if row["epoch"] == 2:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as caught:  # tinybnn.train.Interrupted: it names it
         fit(model, digits.train, epochs=5, batch_size=64, progress=False, checkpoint=ckpt,
             on_epoch=stop)
+    assert caught.value.message == f"the last checkpoint is {ckpt} (epoch 2 of 5, step 19 of 19)"
     saved, meta = io.load(ckpt)
     assert [h["epoch"] for h in meta["history"]] == [1, 2]
     mean, _ = predict(saved, digits.test.x)
@@ -97,7 +98,9 @@ def test_interrupt_leaves_last_complete_epoch(digits, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs", [dict(epochs=0), dict(batch_size=0), dict(batch_size=10**6),
-                                    dict(lr=-1.0), dict(optimizer="rmsprop")])
+                                    dict(lr=-1.0), dict(optimizer="rmsprop"),
+                                    dict(checkpoint_every=-1),
+                                    dict(checkpoint_every=5)])  # without a checkpoint path
 def test_fit_rejects_impossible_settings(digits, kwargs):
     with pytest.raises(ConfigError):
         fit(small_cnn(), digits.train, progress=False, **kwargs)

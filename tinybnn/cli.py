@@ -140,8 +140,8 @@ def train_command(args):
                         log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps({k: metrics[k] for k in ("test_accuracy", "n_kernels", "n_parameters",
                                                "epochs", "seconds", "preset", "dataset")}))
-    print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, kernel_norms.png",
-          file=sys.stderr)
+    print(f"wrote {metrics['options']['out']}/model.npz, metrics.json, learning_curves.png, "
+          f"kernel_norms.png", file=sys.stderr)
     return 0
 
 
@@ -365,8 +365,9 @@ def main(argv=None):
         message = " ".join(str(err).split())       # the contract: one line
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # tinybnn.train.Interrupted names the last checkpoint
+        detail = getattr(err, "message", "")
+        print(f"{PROG}: interrupted{'; ' + detail if detail else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:          # e.g. `tinybnn data | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

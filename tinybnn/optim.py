@@ -16,6 +16,11 @@ Adam (Kingma & Ba 2015), step t = 1, 2, ...::
 SGD with momentum::
 
     u <- mu u + g,   p <- p - lr_t u
+
+``state()`` returns what a resumed run needs to continue bit for bit (the step count t, the
+hyperparameters to check against, and the per-parameter arrays: Adam's m and v, SGD's u);
+``load_state(state)`` puts it into an optimiser built with the same settings (the learning-rate
+schedule is not stored: it is rebuilt from the run's settings, and reads only t).
 """
 
 import numpy as np
@@ -112,6 +117,20 @@ class Adam:
                         self.beta2, c2, self.eps)
         return lr
 
+    def state(self):
+        """{"name": "adam", "t", "beta1", "beta2", "eps", "rate_scale", "slots": {"m": {name:
+        array}, "v": {...}}}; the arrays are the optimiser's own (not copies): save them before
+        the next step."""
+        return {"name": "adam", "t": self.t, "beta1": self.beta1, "beta2": self.beta2,
+                "eps": self.eps, "rate_scale": self.scales, "slots": {"m": self.m, "v": self.v}}
+
+    def load_state(self, state):
+        """Continue from ``state`` (:meth:`state` of an Adam with the same settings, possibly
+        read back from a file): copies its arrays."""
+        _check_state(self, state, "adam", ("beta1", "beta2", "eps"), ("m", "v"))
+        self.t = int(state["t"])
+        self.m, self.v = (_copy(state["slots"][s]) for s in ("m", "v"))
+
 
 class SGD:
     """Stochastic gradient descent with (heavy-ball) momentum."""
@@ -134,3 +153,45 @@ class SGD:
             u += grads[k]
             p -= lr * _scale_for(k, self.scales) * u
         return lr
+
+    def state(self):
+        """{"name": "sgd", "t", "momentum", "rate_scale", "slots": {"u": {name: array}}}; the
+        arrays are the optimiser's own (not copies)."""
+        return {"name": "sgd", "t": self.t, "momentum": self.momentum,
+                "rate_scale": self.scales, "slots": {"u": self.u}}
+
+    def load_state(self, state):
+        """Continue from ``state`` (:meth:`state` of an SGD with the same settings)."""
+        _check_state(self, state, "sgd", ("momentum",), ("u",))
+        self.t = int(state["t"])
+        self.u = _copy(state["slots"]["u"])
+
+
+def _check_state(opt, state, name, hyper, slots):
+    """Refuse a state of another optimiser, other hyperparameters or other slots."""
+    if not isinstance(state, dict) or state.get("name") != name:
+        found = state.get("name") if isinstance(state, dict) else type(state).__name__
+        raise ConfigError(f"expected the state of a {name} optimiser, found {found!r}")
+    theirs = {k: state.get(k) for k in hyper}
+    theirs["rate_scale"] = {k: float(v) for k, v in (state.get("rate_scale") or {}).items()}
+    ours = {k: getattr(opt, k) for k in hyper}
+    ours["rate_scale"] = {k: float(v) for k, v in opt.scales.items()}
+    differ = [f"{k} {theirs[k]!r} (state) vs {ours[k]!r} (optimiser)" for k in ours
+              if theirs[k] != ours[k]]
+    if differ:
+        raise ConfigError(f"the {name} state has other settings than this optimiser: "
+                          f"{'; '.join(differ)}")
+    t = state.get("t")
+    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 0:
+        raise ConfigError(f"the {name} state's step count t must be an integer >= 0, found {t!r}")
+    found = sorted(state.get("slots") or {})
+    if found != sorted(slots):
+        raise ConfigError(f"the {name} state must hold the arrays {sorted(slots)}, found {found}")
+    names = [sorted(state["slots"][s]) for s in slots]
+    if any(n != names[0] for n in names):
+        raise ConfigError(f"the {name} state's arrays {list(slots)} must cover the same "
+                          f"parameters, found {names}")
+
+
+def _copy(arrays):
+    return {k: np.array(v, copy=True) for k, v in arrays.items()}
