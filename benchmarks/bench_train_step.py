@@ -461,7 +461,7 @@ def inference_rows(dtypes, keep=(32, 24, 16, 8), n_images=10000, repeats=5):
     and of the same network compressed to fewer kernels by ``tinybnn.prune`` (the lowest-norm
     kernels removed, as ``tinybnn compress`` removes the near-zero ones): ms per 100 images."""
     from tinybnn import data, prune
-    from tinybnn.compress import inference_ms
+    from tinybnn.measure import inference_ms
 
     rows = []
     for dtype in dtypes:

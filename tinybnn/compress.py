@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cost import forward_flops
 from .errors import ConfigError
-from .evaluate import evaluate, predict
-from .io import file_size, parameter_bytes
+from .evaluate import evaluate
+from .measure import accuracies, measure
 from .model import mlp, paper_cnn
 from .prune import compare, rank, remove, select
 from .train import fit
-from .units import NEAR_ZERO, n_units, switched_off, unit_norms, unit_record
+from .units import NEAR_ZERO, n_units, unit_norms, unit_record
 
 
 @dataclass(frozen=True)
@@ -88,53 +87,6 @@ class Target:
         if model.input_shape != self.input_shape:
             raise ConfigError(f"{path} takes inputs of shape {model.input_shape}; the data has "
                               f"{self.input_shape}")
-
-
-# ---------------------------------------------------------------------------------------------
-# measuring
-# ---------------------------------------------------------------------------------------------
-
-
-def inference_ms(model, x, repeats=5):
-    """Median wall time (ms) of ``predict`` on ``x``, per 100 examples, after one warm-up."""
-    predict(model, x[:10])
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        predict(model, x)
-        times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times)) * 100 / len(x)
-
-
-def measure(model, target, ds, *, timing_x=None):
-    """What is recorded of a network at every stage: its kernels, its size and cost, and its
-    metrics on the validation split (which decisions read) and the test split (reported)."""
-    norms = unit_norms(model[target.layer])
-    out = {
-        "kernels": target.count(model),
-        "switched_off": len(switched_off(norms)),
-        "smallest_kernel_norm": float(norms.min()),
-        "kernel_norms": norms.tolist(),
-        "n_parameters": model.n_parameters(),
-        "parameter_bytes": parameter_bytes(model),
-        "model_file_bytes": file_size(model),
-        "flops_per_example": forward_flops(model)["total"],
-    }
-    for split in ("val", "test"):
-        part = getattr(ds, split)
-        if part is None:
-            continue
-        m = evaluate(model, part)
-        out.update({f"{split}_{k}": v for k, v in m.items() if k not in ("n", "per_class_accuracy")})
-    if timing_x is not None:
-        out["inference_ms_per_100"] = inference_ms(model, timing_x)
-    return out
-
-
-def accuracies(model, ds):
-    """{"val_accuracy", "test_accuracy"} of ``model``."""
-    return {f"{split}_accuracy": evaluate(model, getattr(ds, split))["accuracy"]
-            for split in ("val", "test") if getattr(ds, split) is not None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +223,7 @@ def self_compress(ds, target, config, plan=Plan(), *, retrain, n_kernels=None, t
         if smaller is None:
             stop = f"no kernel selected by {plan.rule} (value {plan.value:g}) at stage {k}"
             break
-        record.update(kernel_ids=new_ids, **measure(smaller, target, ds, timing_x=timing_x))
+        record.update(kernel_ids=new_ids, **measure(smaller, target.layer, ds, timing_x=timing_x))
         record["accepted"] = record["val_accuracy"] >= s0["val_accuracy"] - plan.tolerance
         if current_twin is not None:
             current_twin, record["vanilla"] = prune_like(current_twin, target, record, retrain,
@@ -311,9 +263,9 @@ def _stage0(ds, target, config, plan, trained, n_kernels, vanilla, seed, dtype, 
                             dtype=dtype)
         s0["vanilla_history"] = fit(twin, ds.train, val=ds.val, **kw)
     s0.update(kernel_ids=list(range(target.count(trained))),
-              **measure(trained, target, ds, timing_x=timing_x))  # measure counts "kernels"
+              **measure(trained, target.layer, ds, timing_x=timing_x))  # measure counts "kernels"
     if twin is not None:
-        s0["vanilla"] = measure(twin, target, ds, timing_x=timing_x)
+        s0["vanilla"] = measure(twin, target.layer, ds, timing_x=timing_x)
     say(f"stage 0: {s0['kernels']} kernels, {s0['switched_off']} switched off (norm below "
         f"{NEAR_ZERO:g}), validation accuracy {s0['val_accuracy']:.4f}")
     return trained, twin, s0
@@ -339,7 +291,7 @@ def prune_like(twin, target, record, retrain, ds, check_x, timing_x):
            "change_on_removal": vars(compare(twin, smaller, check_x)),
            "before_retraining": accuracies(smaller, ds)}
     smaller, out["history"] = retrain(smaller, record["stage"])
-    out.update(measure(smaller, target, ds, timing_x=timing_x))
+    out.update(measure(smaller, target.layer, ds, timing_x=timing_x))
     return smaller, out
 
 
