@@ -134,7 +134,7 @@ def test_resume_ends_with_the_files_of_an_uninterrupted_run(tmp_path, capsys, mo
     import tinybnn.train as train_module
     from tinybnn import data
     from tinybnn.jobs.train import TrainOptions, train_run
-    from tinybnn.train import Interrupted
+    from tinybnn.checkpoints import Interrupted
 
     argv = [*QUICK, "--epochs", "2", "--checkpoint-every", "7"]
     assert run(["train", *argv, "--out", str(tmp_path / "whole")], capsys)[0] == 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tinybnn.errors import ConfigError, StructureError
-from tinybnn.gaussian import Diagonal, Full, Point
+from tinybnn.gaussian import Diagonal, Full
 from tinybnn.gradcheck import check_gradient
 from tinybnn.layers import ReLU, ReLUExact
 from tinybnn.layers.relu_exact import rectified_gaussian

@@ -20,7 +20,8 @@ from tinybnn.errors import ConfigError, DivergenceError, ModelFileError
 from tinybnn.losses import Objective
 from tinybnn.model import mlp, paper_cnn
 from tinybnn.optim import SGD, Adam
-from tinybnn.train import Interrupted, fit
+from tinybnn.checkpoints import Interrupted
+from tinybnn.train import fit
 
 TIMES = ("seconds", "cpu_seconds")
 

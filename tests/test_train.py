@@ -86,7 +86,7 @@ def test_interrupt_leaves_last_complete_epoch(digits, tmp_path):
         if row["epoch"] == 2:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt) as caught:  # tinybnn.train.Interrupted: it names it
+    with pytest.raises(KeyboardInterrupt) as caught:  # tinybnn.checkpoints.Interrupted: it names it
         fit(model, digits.train, epochs=5, batch_size=64, progress=False, checkpoint=ckpt,
             on_epoch=stop)
     assert caught.value.message == f"the last checkpoint is {ckpt} (epoch 2 of 5, step 19 of 19)"

@@ -365,7 +365,7 @@ def main(argv=None):
         message = " ".join(str(err).split())       # the contract: one line
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:  # tinybnn.train.Interrupted names the last checkpoint
+    except KeyboardInterrupt as err:  # tinybnn.checkpoints.Interrupted names the last checkpoint
         detail = getattr(err, "message", "")
         print(f"{PROG}: interrupted{'; ' + detail if detail else ''}", file=sys.stderr)
         return 130

@@ -17,8 +17,8 @@ the network, trains it with checkpoints, evaluates it on the test split and writ
 
 A resumed run takes every option from the checkpoint (but ``progress``) and ends with the files
 of a run that was never interrupted: the same parameters, metrics and history, but for the times
-(tinybnn.train says why). Ctrl-C raises :class:`tinybnn.train.Interrupted`, whose message names
-the last checkpoint and the command that resumes it.
+(tinybnn.checkpoints says why). Ctrl-C raises :class:`tinybnn.checkpoints.Interrupted`, whose
+message names the last checkpoint and the command that resumes it.
 """
 
 import dataclasses
@@ -33,7 +33,8 @@ from .. import data, io, presets, threads
 from ..errors import ConfigError
 from ..evaluate import evaluate
 from ..model import mlp, paper_cnn
-from ..train import Interrupted, fit
+from ..checkpoints import Interrupted
+from ..train import fit
 from .common import hidden_sizes, option, prepare_output, write_json
 from ..units import (NEAR_ZERO, n_units, prunable_layers, switched_off, trajectory,
                     unit_record)
@@ -240,7 +241,7 @@ def resume_options(options):
 def train_run(options, *, log=None):
     """Train, evaluate and write the run's files; returns the metrics dict. ``log`` (e.g.
     ``print``) is called with one line per epoch (:func:`epoch_line`). With ``options.resume``,
-    continue that run (:func:`resume_options`). Ctrl-C raises tinybnn.train.Interrupted, whose
+    continue that run (:func:`resume_options`). Ctrl-C raises tinybnn.checkpoints.Interrupted, whose
     message ends with the command that resumes the run."""
     ck = None
     if options.resume is not None:
