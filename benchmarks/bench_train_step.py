@@ -78,10 +78,10 @@ AGREE_TOL = 1e-8  # float64, relative
 def mnist_batch(dtype, n=None):
     """The first n (default BATCH) MNIST training images (n, 1, 28, 28) in [0, 1] and their
     labels (n,) int64."""
-    from tinybnn import data
+    from tinybnn import dataset_files
 
     n = BATCH if n is None else n
-    arrays = data.read_arrays("mnist")
+    arrays = dataset_files.read_arrays("mnist")
     x = (arrays["x_train"][:n, None] / 255.0).astype(dtype)
     return x, arrays["y_train"][:n].astype(np.int64)
 

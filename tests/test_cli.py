@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tinybnn import __version__, cli, data
+from tinybnn import __version__, cli, dataset_files
 from tinybnn.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_version(capsys):
 def test_data_verify_table(capsys):
     assert cli.main(["data", "--verify"]) == 0
     out = capsys.readouterr().out
-    for name in data.available():
+    for name in dataset_files.available():
         assert any(line.startswith(name + " ") and "sha256 ok" in line
                    for line in out.splitlines()), out
 
@@ -59,13 +59,13 @@ def test_data_verify_table(capsys):
 def test_data_json_without_verify(capsys):
     assert cli.main(["data", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == list(data.available())
+    assert [r["name"] for r in rows] == list(dataset_files.available())
     assert all(r["ok"] is None and r["found_sha256"] is None and r["path"] for r in rows)
 
 
 def test_data_verify_reports_a_corrupted_file(tmp_path, monkeypatch, capsys):
     copy = tmp_path / "digits.npz"
-    copy.write_bytes(data.find_file("digits").read_bytes()[:-10])
+    copy.write_bytes(dataset_files.find_file("digits").read_bytes()[:-10])
     monkeypatch.setenv("TINYBNN_DATA", str(tmp_path))
     assert cli.main(["data", "--verify", "--json"]) == 2
     captured = capsys.readouterr()

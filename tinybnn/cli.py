@@ -59,9 +59,9 @@ def add_data_parser(subparsers):
 
 
 def data_command(args):
-    from tinybnn import data
+    from tinybnn import dataset_files
 
-    rows = data.status(verify=args.verify)
+    rows = dataset_files.status(verify=args.verify)
     if args.json:
         print(json.dumps([{
             "name": r.name, "file": r.file, "found_in": r.place,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import data, io
+from .. import data, dataset_files, io
 from ..errors import ConfigError
 from ..evaluate import predict
 from ..robustness import (DEFAULT_EPSILONS, DEFAULT_STDS, MAX_EPS, MAX_STD, TARGETS,
@@ -111,12 +111,12 @@ class UncertaintyOptions:
         if bool(self.bayes_model) != bool(self.vanilla_model):
             raise ConfigError("give both --bayes-model and --vanilla-model, or neither (to "
                               "train a quick pair); found only one")
-        if self.dataset not in data.available():
+        if self.dataset not in dataset_files.available():
             raise ConfigError(f"unknown dataset {self.dataset!r}; known: "
-                              f"{', '.join(data.available())}")
-        if self.ood_dataset != UNIFORM and self.ood_dataset not in data.available():
+                              f"{', '.join(dataset_files.available())}")
+        if self.ood_dataset != UNIFORM and self.ood_dataset not in dataset_files.available():
             raise ConfigError(f"unknown OOD dataset {self.ood_dataset!r}; known: "
-                              f"{', '.join(data.available())}, {UNIFORM}")
+                              f"{', '.join(dataset_files.available())}, {UNIFORM}")
         return self, stds, eps
 
 
