@@ -204,6 +204,16 @@ def _to_split(x_u8, y_u8, index, max_value, dtype):
     return Split(x[:, None, :, :], y)                              # x (n, 1, H, W)
 
 
+def _train_and_test(name):
+    """The raw uint8 (x_train, y_train, x_test, y_test) of dataset ``name``: its file's own
+    split, or for digits the first :data:`DIGITS_N_TRAIN` images and the rest."""
+    arrays = read_arrays(name)
+    if name == "digits":
+        x, y = arrays["x"], arrays["y"]
+        return x[:DIGITS_N_TRAIN], y[:DIGITS_N_TRAIN], x[DIGITS_N_TRAIN:], y[DIGITS_N_TRAIN:]
+    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
+
+
 # --------------------------------------------------------------------------------------------
 # The entry point
 # --------------------------------------------------------------------------------------------
@@ -251,16 +261,7 @@ def load(name, *, subset=None, validation=0.0, seed=0, test_subset=None, dtype=n
     _check_subset_arg(subset)
     _check_validation_arg(validation)
     _check_test_subset_arg(test_subset)
-
-    arrays = read_arrays(name)
-    if name == "digits":
-        x, y = arrays["x"], arrays["y"]
-        x_train, y_train = x[:DIGITS_N_TRAIN], y[:DIGITS_N_TRAIN]
-        x_test, y_test = x[DIGITS_N_TRAIN:], y[DIGITS_N_TRAIN:]
-    else:
-        x_train, y_train = arrays["x_train"], arrays["y_train"]
-        x_test, y_test = arrays["x_test"], arrays["y_test"]
-
+    x_train, y_train, x_test, y_test = _train_and_test(name)
     subset_rng, val_rng, test_rng = (np.random.default_rng(s)
                                      for s in np.random.SeedSequence(seed).spawn(3))
     train_idx = _subset_indices(y_train, subset, src.classes, subset_rng, "subset")
