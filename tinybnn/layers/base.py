@@ -20,7 +20,8 @@ from ..gaussian import GRAD_TYPE, describe
 
 
 class Layer:
-    """Base class. Subclasses set ``self.rules = {StructureType: (forward_fn, backward_fn)}``."""
+    """Base class. Subclasses set ``self.rules = {StructureType: (forward_fn, backward_fn)}``,
+    usually with :meth:`rules_for`."""
 
     def __init__(self):
         self.params = {}  # name -> array, e.g. {"M": (D, K), "rho": (K,), "b": (K,)}
@@ -80,9 +81,27 @@ class Layer:
         self.zero_grads()
         return self
 
+    def rules_for(self, *structures):
+        """The rules table for the methods named after each structure: ``Point`` gives
+        ``{Point: (self._forward_point, self._backward_point)}``, ``FlatFactored`` the methods
+        ``_forward_flat_factored`` and ``_backward_flat_factored``. A pair ``(structure, name)``
+        names the methods instead: ``(FlatFactored, "factored")`` shares Factored's rule."""
+        rules = {}
+        for item in structures:
+            structure, name = item if isinstance(item, tuple) else (item, _snake(item.__name__))
+            rules[structure] = (getattr(self, f"_forward_{name}"),
+                                getattr(self, f"_backward_{name}"))
+        return rules
+
     def spec(self):
-        """A JSON-able description from which the layer can be rebuilt (without parameters)."""
-        raise NotImplementedError
+        """A JSON-able description from which the layer can be rebuilt (without parameters):
+        here its class name, which is all a layer without parameters or options needs."""
+        return {"type": type(self).__name__}
+
+
+def _snake(name):
+    """"FlatFactored" -> "flat_factored"."""
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
 def truncated_normal(rng, shape, std, dtype):

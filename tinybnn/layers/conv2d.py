@@ -73,13 +73,9 @@ class Conv2d(Layer):
             self.params["rho"] = initial_rho(rng, (n_kernels,), rho_range, dtype)
         self.zero_grads()
         if bayesian:
-            self.rules = {
-                Point: (self._forward_point, self._backward_point),
-                Diagonal: (self._forward_diagonal, self._backward_diagonal),
-                Factored: (self._forward_factored, self._backward_factored),
-            }
+            self.rules = self.rules_for(Point, Diagonal, Factored)
         else:
-            self.rules = {Point: (self._forward_vanilla, self._backward_vanilla)}
+            self.rules = self.rules_for((Point, "vanilla"))
 
     def spec(self):
         return {"type": "Conv2d", "c_in": self.c_in, "n_kernels": self.n_kernels,

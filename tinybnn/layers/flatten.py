@@ -26,14 +26,7 @@ class Flatten(Layer):
 
     def __init__(self):
         super().__init__()
-        self.rules = {
-            Point: (self._forward_point, self._backward_point),
-            Diagonal: (self._forward_diagonal, self._backward_diagonal),
-            Factored: (self._forward_factored, self._backward_factored),
-        }
-
-    def spec(self):
-        return {"type": "Flatten"}
+        self.rules = self.rules_for(Point, Diagonal, Factored)
 
     @staticmethod
     def _flat(a):

@@ -110,15 +110,10 @@ class Linear(Layer):
             self.params["b"] = np.zeros(self.d_out, dtype=dtype)
         self.zero_grads()
         if bayesian:
-            self.rules = {
-                Point: (self._forward_point, self._backward_point),
-                Diagonal: (self._forward_diagonal, self._backward_diagonal),
-                Projected: (self._forward_projected, self._backward_projected),
-                Full: (self._forward_full, self._backward_full),
-                FlatFactored: (self._forward_factored, self._backward_factored),
-            }
+            self.rules = self.rules_for(Point, Diagonal, Projected, Full,
+                                        (FlatFactored, "factored"))
         else:
-            self.rules = {Point: (self._forward_vanilla, self._backward_vanilla)}
+            self.rules = self.rules_for((Point, "vanilla"))
 
     def spec(self):
         return {"type": "Linear", "d_in": self.d_in, "d_out": self.d_out,

@@ -32,14 +32,7 @@ class MaxPool2d(Layer):
 
     def __init__(self):
         super().__init__()
-        self.rules = {
-            Point: (self._forward_point, self._backward_point),
-            Diagonal: (self._forward_diagonal, self._backward_diagonal),
-            Factored: (self._forward_factored, self._backward_factored),
-        }
-
-    def spec(self):
-        return {"type": "MaxPool2d"}
+        self.rules = self.rules_for(Point, Diagonal, Factored)
 
     def _pool(self, mean):
         """(argmax idx, pooled mean), found together in one pass."""

@@ -49,17 +49,8 @@ class ReLU(Layer):
 
     def __init__(self):
         super().__init__()
-        self.rules = {
-            Point: (self._forward_point, self._backward_point),
-            Diagonal: (self._forward_diagonal, self._backward_diagonal),
-            Full: (self._forward_full, self._backward_full),
-            Projected: (self._forward_projected, self._backward_projected),
-            Factored: (self._forward_factored, self._backward_factored),
-            FlatFactored: (self._forward_factored, self._backward_factored),
-        }
-
-    def spec(self):
-        return {"type": "ReLU"}
+        self.rules = self.rules_for(Point, Diagonal, Full, Projected, Factored,
+                                    (FlatFactored, "factored"))
 
     def _forward_point(self, x):
         y = relu(x.mean)

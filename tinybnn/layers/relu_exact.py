@@ -123,14 +123,7 @@ class ReLUExact(Layer):
 
     def __init__(self):
         super().__init__()
-        self.rules = {
-            Point: (self._forward_point, self._backward_point),
-            Diagonal: (self._forward_diagonal, self._backward_diagonal),
-            Full: (self._forward_full, self._backward_full),
-        }
-
-    def spec(self):
-        return {"type": "ReLUExact"}
+        self.rules = self.rules_for(Point, Diagonal, Full)
 
     # -- Point: no variance, the deterministic ReLU ------------------------------------------
     def _forward_point(self, x):

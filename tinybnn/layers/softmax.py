@@ -37,14 +37,7 @@ class Softmax(Layer):
 
     def __init__(self):
         super().__init__()
-        self.rules = {
-            Point: (self._forward_point, self._backward_point),
-            Diagonal: (self._forward_diagonal, self._backward_diagonal),
-            Full: (self._forward_full, self._backward_full),
-        }
-
-    def spec(self):
-        return {"type": "Softmax"}
+        self.rules = self.rules_for(Point, Diagonal, Full)
 
     def _forward_point(self, x):
         p = softmax(x.mean)
