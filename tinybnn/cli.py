@@ -89,12 +89,15 @@ def data_command(args):
 # --------------------------------------------------------------------------------------------
 
 def add_dataclass_options(parser, cls):
-    """One ``--name`` per field of ``cls``, typed from the field, helped from its metadata."""
+    """One ``--name`` per field of ``cls``, typed from the field, helped from its metadata; its
+    own fields first, then those it inherits (the schedule's, tinybnn.jobs.common)."""
     import dataclasses
     import typing
 
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base)
+                 for f in dataclasses.fields(base)}
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name in inherited):
         flag = "--" + f.name.replace("_", "-")
         meta = dict(f.metadata)
         help_text = meta.pop("help", "")

@@ -1,8 +1,10 @@
-"""What the jobs share: option metadata for the command line, output folders, JSON files,
-and the parsing of comma-separated sizes (lists are parsed here, at the command line's edge)."""
+"""What the jobs share: option metadata for the command line, the schedule options of the jobs
+that train, output folders, JSON files, and the parsing of comma-separated sizes (lists are
+parsed here, at the command line's edge)."""
 
 import json
 import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,29 @@ from ..errors import ConfigError
 def option(help, **kw):
     """Field metadata read by the command line: the help text and argparse extras."""
     return {"help": help, **kw}
+
+
+@dataclass
+class ScheduleOptions:
+    """A preset's schedule as the jobs that train may override it (``tinybnn train``,
+    ``tinybnn compress``); None means the preset's value (tinybnn/presets.py)."""
+
+    epochs: int | None = field(default=None, metadata=option("epochs of training"))
+    batch_size: int | None = field(default=None, metadata=option("minibatch size"))
+    lr: float | None = field(default=None, metadata=option("initial Adam learning rate"))
+    final_lr: float | None = field(default=None, metadata=option(
+        "learning rate at the end of each training (exponential decay)"))
+    rho_init: str | None = field(default=None, metadata=option(
+        "initial rho drawn from U[low, high]: write --rho-init=low,high, e.g. "
+        "--rho-init=-12,-2.2"))
+    last_variance: float | None = field(default=None, metadata=option(
+        "initial variance of the last layer's units (0: drawn like the others)"))
+    reg_scale: float | None = field(default=None, metadata=option(
+        "multiply the preset's regulariser by this"))
+
+    def schedule(self):
+        """These overrides as keywords of :func:`tinybnn.presets.resolve`."""
+        return {f.name: getattr(self, f.name) for f in fields(ScheduleOptions)}
 
 
 def hidden_sizes(text):

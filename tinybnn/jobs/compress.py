@@ -25,13 +25,13 @@ from .. import compress as C
 from .. import data, io, presets, threads
 from ..errors import ConfigError
 from ..prune import CRITERIA, RULES, check_rule
-from .common import hidden_sizes, option, prepare_output, write_json
+from .common import ScheduleOptions, hidden_sizes, option, prepare_output, write_json
 from .report import write_markdown
 from ..units import NEAR_ZERO, switch_off_counts, trajectory
 
 
 @dataclass
-class CompressOptions:
+class CompressOptions(ScheduleOptions):
     """Everything ``tinybnn compress`` needs. The defaults are the README's main job; None means
     "the preset's value"."""
 
@@ -51,17 +51,6 @@ class CompressOptions:
     preset: str = field(default="authors2019_quick", metadata=option(
         "training preset (tinybnn/presets.py): authors2019_quick, authors2019, tinybnn, "
         "authors_later, elbo or elbo_beta"))
-    epochs: int | None = field(default=None, metadata=option("epochs of the first training"))
-    batch_size: int | None = field(default=None, metadata=option("minibatch size"))
-    lr: float | None = field(default=None, metadata=option("initial learning rate"))
-    final_lr: float | None = field(default=None, metadata=option(
-        "learning rate at the end of each training (exponential decay)"))
-    rho_init: str | None = field(default=None, metadata=option(
-        "initial rho drawn from U[low, high]: write --rho-init=low,high"))
-    last_variance: float | None = field(default=None, metadata=option(
-        "initial variance of the last layer's units (0: drawn like the others)"))
-    reg_scale: float | None = field(default=None, metadata=option(
-        "multiply the preset's regulariser by this"))
     retrain: str = field(default="finetune", metadata=option(
         "after a removal: finetune (continue from the pruned weights) or scratch (train a new "
         "network of the smaller size)", choices=("finetune", "scratch")))
@@ -93,9 +82,7 @@ class CompressOptions:
 
     def config(self):
         """The TrainConfig: the preset with this run's overrides."""
-        return presets.resolve(self.preset, epochs=self.epochs, batch_size=self.batch_size,
-                               lr=self.lr, final_lr=self.final_lr, rho_init=self.rho_init,
-                               last_variance=self.last_variance, reg_scale=self.reg_scale)
+        return presets.resolve(self.preset, **self.schedule())
 
     def check(self):
         """Raise a ConfigError naming the first impossible option (before any work)."""

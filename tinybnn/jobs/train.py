@@ -35,14 +35,15 @@ from ..evaluate import evaluate
 from ..model import mlp, paper_cnn
 from ..checkpoints import Interrupted
 from ..train import fit
-from .common import hidden_sizes, option, prepare_output, write_json
+from .common import ScheduleOptions, hidden_sizes, option, prepare_output, write_json
 from ..units import (NEAR_ZERO, n_units, prunable_layers, switched_off, trajectory,
                     unit_record)
 
 
 @dataclass
-class TrainOptions:
-    """Everything ``tinybnn train`` needs. None means "the preset's value"."""
+class TrainOptions(ScheduleOptions):
+    """Everything ``tinybnn train`` needs (the schedule's options first). None means "the
+    preset's value"."""
 
     model: str = field(default="cnn", metadata=option(
         "network: 'cnn' (the paper's conv-relu-pool-fc CNN) or 'mlp'", choices=("cnn", "mlp")))
@@ -65,26 +66,11 @@ class TrainOptions:
     preset: str = field(default="tinybnn", metadata=option(
         "training preset: tinybnn, authors2019, authors_later, elbo or elbo_beta "
         "(tinybnn/presets.py)"))
-    epochs: int | None = field(default=None, metadata=option("epochs (default: the preset's)"))
-    batch_size: int | None = field(default=None, metadata=option(
-        "minibatch size (default: the preset's)"))
-    lr: float | None = field(default=None, metadata=option(
-        "initial Adam learning rate (default: the preset's)"))
-    final_lr: float | None = field(default=None, metadata=option(
-        "learning rate reached at the end by exponential decay (default: the preset's)"))
-    rho_init: str | None = field(default=None, metadata=option(
-        "initial rho drawn from U[low, high]: write --rho-init=low,high, e.g. "
-        "--rho-init=-12,-2.2 (default: the preset's)"))
-    last_variance: float | None = field(default=None, metadata=option(
-        "initial variance of every unit of the last layer, e.g. 1 (the prior's); 0 draws it "
-        "from the rho range like the other layers (default: the preset's)"))
     rho_rate: float = field(default=1.0, metadata=option(
         "the variance parameters' learning rate as a multiple of the means' (1: the same)"))
     nll_beta: float | None = field(default=None, metadata=option(
         "beta of the beta-NLL data term: 0 is the plain Gaussian NLL, 0.5 or 1 weight each "
         "example by its variance (tinybnn/losses.py) (default: the preset's)"))
-    reg_scale: float = field(default=1.0, metadata=option(
-        "multiply the preset's regulariser by this (1: the preset's formula)"))
     seed: int = field(default=0, metadata=option("seed of every random choice"))
     dtype: str = field(default="float64", metadata=option(
         "float64 or float32 (float32 is faster; gradient checks stay in float64)",
@@ -104,17 +90,15 @@ class TrainOptions:
 
     def config(self):
         """The TrainConfig: the preset with this run's overrides (tinybnn.presets.resolve)."""
-        return presets.resolve(self.preset, epochs=self.epochs, batch_size=self.batch_size,
-                               lr=self.lr, final_lr=self.final_lr, rho_init=self.rho_init,
-                               last_variance=self.last_variance, nll_beta=self.nll_beta,
-                               reg_scale=self.reg_scale, rho_rate=self.rho_rate)
+        return presets.resolve(self.preset, **self.schedule(), nll_beta=self.nll_beta,
+                               rho_rate=self.rho_rate)
 
     def resolved(self):
         """The options with the preset's defaults filled in, checked; a new TrainOptions."""
         c = self.config()
         o = TrainOptions(**asdict(self))
         o.epochs, o.batch_size, o.lr, o.final_lr = c.epochs, c.batch_size, c.lr, c.final_lr
-        o.nll_beta = c.nll_beta
+        o.nll_beta, o.reg_scale = c.nll_beta, c.reg_scale
         o.last_variance = c.last_variance or 0.0  # 0: drawn like the others (so that resolving
         # the resolved options again gives the same run)
         o.rho_init = ",".join(f"{v:g}" for v in c.rho_init)
