@@ -75,7 +75,8 @@ def _check_batch(out, target):
 
 
 def gaussian_nll(out, target, jitter=JITTER, beta=0.0):
-    """Mean (beta-weighted) Gaussian NLL over the batch and its gradient (``out``'s structure).
+    """Mean (beta-weighted) Gaussian NLL over the batch and its gradient (``out``'s structure):
+    :func:`gaussian_nll_full` for a Full output, :func:`gaussian_nll_diagonal` for a Diagonal one.
 
     out : Full (mean (B, K), cov (B, K, K)) or Diagonal (mean, var (B, K)); target (B, K).
     beta : the beta-NLL exponent (0: the plain NLL); the weights are constants in the gradient.
@@ -86,28 +87,40 @@ def gaussian_nll(out, target, jitter=JITTER, beta=0.0):
     if not 0 <= beta <= 1:
         raise ConfigError(f"beta must lie in [0, 1], found {beta}")
     _check_batch(out, target)
-    B, K = target.shape
-    r = out.mean - target  # (B, K)
     if isinstance(out, Diagonal):
-        check_finite("the network output variance", out.var, DivergenceError)
-        a = out.var + jitter
-        if np.any(a <= 0):
-            raise DivergenceError(f"output variance + jitter must be > 0, found {a.min()}")
-        w = a**beta
-        w /= w.sum() / K  # (B, K), mean 1/B: 1/B everywhere for beta = 0
-        terms = 0.5 * (r**2 / a + np.log(a))
-        alpha = r / a
-        return ((w * terms).sum(), Diagonal(w * alpha, 0.5 * w * (1 / a - alpha**2)),
-                terms.sum(axis=1))
-    if not isinstance(out, Full):
-        raise ShapeError(
-            f"gaussian_nll takes a Full or Diagonal output, found {type(out).__name__}")
+        return gaussian_nll_diagonal(out, target, jitter, beta)
+    if isinstance(out, Full):
+        return gaussian_nll_full(out, target, jitter, beta)
+    raise ShapeError(f"gaussian_nll takes a Full or Diagonal output, found {type(out).__name__}")
+
+
+def gaussian_nll_diagonal(out, target, jitter, beta):
+    """The NLL of independent outputs, A = diag(var) + jitter: per example
+    1/2 sum_k (r_k^2 / a_k + log a_k), each term weighted by a_k^beta (normalised)."""
+    K = target.shape[1]
+    r = out.mean - target  # (B, K)
+    check_finite("the network output variance", out.var, DivergenceError)
+    a = out.var + jitter
+    if np.any(a <= 0):
+        raise DivergenceError(f"output variance + jitter must be > 0, found {a.min()}")
+    w = a**beta
+    w /= w.sum() / K  # (B, K), mean 1/B: 1/B everywhere for beta = 0
+    terms = 0.5 * (r**2 / a + np.log(a))
+    alpha = r / a
+    return ((w * terms).sum(), Diagonal(w * alpha, 0.5 * w * (1 / a - alpha**2)),
+            terms.sum(axis=1))
+
+
+def gaussian_nll_full(out, target, jitter, beta):
+    """The NLL of a full output covariance, A = Sigma + jitter I: per example
+    1/2 (r^T A^-1 r + log det A), weighted by (tr A)^beta (normalised), by Cholesky factors."""
+    K = target.shape[1]
     check_finite("the network output covariance", out.cov, DivergenceError)
     # per-example NLL, alpha = A^-1 r, G = 1/2 (A^-1 - alpha alpha^T), tr A, by Cholesky
     # factors (tinybnn.kernels_step.nll_full_numpy shows the same in NumPy)
     per, alpha, G, trace, bad = nll_full(out.mean, out.cov, target, jitter)
     if bad >= 0:
-        A = 0.5 * (out.cov[bad] + out.cov[bad].T) + jitter * np.eye(K, dtype=r.dtype)
+        A = 0.5 * (out.cov[bad] + out.cov[bad].T) + jitter * np.eye(K, dtype=out.mean.dtype)
         raise DivergenceError(
             f"output covariance + {jitter} I is not positive definite (example {bad}, "
             f"smallest eigenvalue {np.linalg.eigvalsh(A)[0]:.3g})")
