@@ -41,6 +41,7 @@ d = D) and variance ``s_k``. Biases are not regularised. Three presets:
 """
 
 from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -191,15 +192,7 @@ def reg_authors2019(layers, weight=0.002):
     The L1 norm and its derivative sign(M) are elementwise, so they are taken on ``M`` as it is
     stored (no per-unit view: that would be a strided transpose of the linear layer's means).
     """
-    value, grads = 0.0, {}
-    for layer in layers:
-        M, s = layer.params["M"], layer.s
-        pen, dpen = _variance_penalty(s, _unit_length(layer))
-        l1, dM = l1_and_sign(M, weight * 0.5)  # sum |M| and weight/2 sign(M), one pass
-        value += weight * 0.5 * (l1 + pen)
-        grads[id(layer)] = {"M": dM,
-                            "rho": weight * 0.5 * dpen * softplus_grad(layer.params["rho"])}
-    return value, grads
+    return _means_and_variances(layers, weight, l1_and_sign)
 
 
 def reg_authors_later(layers, weight=0.01):
@@ -207,14 +200,42 @@ def reg_authors_later(layers, weight=0.01):
 
     The preset also halves the NLL (``Objective.nll_scale`` = 1/2).
     """
+    return _means_and_variances(layers, weight, _squares)
+
+
+def _squares(M, c):
+    """sum M^2 and c times its gradient."""
+    return (M**2).sum(), 2 * c * M
+
+
+def _means_and_variances(layers, weight, mean_penalty):
+    """The authors' two regularisers: weight/2 sum_layers [P(M) + mean_k d (s_k - log s_k - 1)],
+    with the penalty on the means ``mean_penalty(M, c) -> (P(M), c dP/dM)`` (L1 or L2)."""
     value, grads = 0.0, {}
     for layer in layers:
-        M, s = layer.params["M"], layer.s
-        pen, dpen = _variance_penalty(s, _unit_length(layer))
-        value += 0.5 * weight * ((M**2).sum() + pen)
-        grads[id(layer)] = {"M": weight * M,
-                            "rho": 0.5 * weight * dpen * softplus_grad(layer.params["rho"])}
+        M, rho = layer.params["M"], layer.params["rho"]
+        pen, dpen = _variance_penalty(layer.s, _unit_length(layer))
+        p, dM = mean_penalty(M, 0.5 * weight)
+        value += 0.5 * weight * (p + pen)
+        grads[id(layer)] = {"M": dM, "rho": 0.5 * weight * dpen * softplus_grad(rho)}
     return value, grads
+
+
+class Regulariser(NamedTuple):
+    """A named regulariser: ``penalty(layers, objective) -> (value, grads by id(layer))`` and
+    the scale of the NLL beside it."""
+
+    penalty: Callable
+    nll_scale: float
+
+
+#: The regularisers an Objective (and so a preset) can name.
+REGULARISERS = {
+    "elbo": Regulariser(lambda layers, o: kl_elbo(layers, n_train=o.n_train,
+                                                  prior_var=o.prior_var), 1.0),
+    "authors2019": Regulariser(lambda layers, o: reg_authors2019(layers), 1.0),
+    "authors_later": Regulariser(lambda layers, o: reg_authors_later(layers), 0.5),
+}
 
 
 @dataclass(frozen=True)
@@ -237,8 +258,8 @@ class Objective:
     nll_beta: float = 0.0
 
     def __post_init__(self):
-        if self.regulariser not in ("elbo", "authors2019", "authors_later"):
-            raise ConfigError(f"regulariser must be one of elbo, authors2019, authors_later; "
+        if self.regulariser not in REGULARISERS:
+            raise ConfigError(f"regulariser must be one of {', '.join(REGULARISERS)}; "
                               f"found {self.regulariser!r}")
         if self.jitter < 0 or self.n_train < 1 or self.prior_var <= 0 or self.reg_scale < 0:
             raise ConfigError(f"need jitter >= 0, n_train >= 1, prior_var > 0, reg_scale >= 0; "
@@ -249,16 +270,11 @@ class Objective:
 
     @property
     def nll_scale(self):
-        return 0.5 if self.regulariser == "authors_later" else 1.0
+        return REGULARISERS[self.regulariser].nll_scale
 
     def regularise(self, layers):
         """(value, grads by id(layer)) of the regulariser over the Bayesian ``layers``."""
-        if self.regulariser == "elbo":
-            value, grads = kl_elbo(layers, n_train=self.n_train, prior_var=self.prior_var)
-        elif self.regulariser == "authors2019":
-            value, grads = reg_authors2019(layers)
-        else:
-            value, grads = reg_authors_later(layers)
+        value, grads = REGULARISERS[self.regulariser].penalty(layers, self)
         if self.reg_scale != 1.0:
             value *= self.reg_scale
             grads = {i: {k: g * self.reg_scale for k, g in gs.items()} for i, gs in grads.items()}
