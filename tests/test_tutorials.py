@@ -6,6 +6,7 @@ never rewritten) by :func:`execute` from ``tutorials/run.py``, the same code tha
 """
 
 import importlib.util
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -81,3 +82,23 @@ def test_a_failing_cell_is_named(tmp_path):
     nbformat.write(nb, path)
     with pytest.raises(run.NotebookError, match=r"broken.ipynb: cell 1 .*ZeroDivisionError"):
         run.execute(path)
+
+
+def test_the_readme_lists_every_notebook_in_order():
+    """The README's tutorial list ("4b. `04b_....ipynb`: ...") names each notebook once, in the
+    order a student meets them (their file names' order)."""
+    readme = (REPO / "README.md").read_text()
+    listed = re.findall(r"^\d+[a-z]?\. `(\d\w*\.ipynb)`", readme, flags=re.M)
+    assert listed == NOTEBOOKS, f"README lists {listed}; tutorials/ holds {NOTEBOOKS}"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_ends_with_exercises_and_collapsed_solutions(name):
+    """Each notebook has an exercises (or build-it) section, and its solutions' cells are
+    collapsed."""
+    nb = nbformat.read(TUTORIALS / name, as_version=4)
+    text = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    assert any(re.search(r"^#+ .*(exercise|build it)", t, flags=re.M | re.I) for t in text), \
+        f"{name}: no exercises heading"
+    hidden = [c for c in nb.cells if c.metadata.get("jupyter", {}).get("source_hidden")]
+    assert hidden, f"{name}: no collapsed solution cell"

@@ -66,9 +66,18 @@ def compress_row(folder):
                           for s in kept if "vanilla" in s)
     moved = max((s["change_on_removal"]["max_mean_change"] for s in kept[1:]), default=None)
     o = r["options"]
+    final = kept[-1]["kernels"]
+    untrained = " / ".join(_accuracy_at(r["baselines"].get(f"{kind}, pruned by norm, no retraining"),
+                                        final) for kind in ("Bayesian", "vanilla"))
     return (f"| {folder.name} | {o['dataset']} | {r['start_kernels']} | {o['retrain']} | {bayes} "
-            f"| {'-' if moved is None else f'{moved:.0e}'} | {vanilla or '-'} "
+            f"| {'-' if moved is None else f'{moved:.0e}'} | {vanilla or '-'} | {untrained} "
             f"| {len(r['stages']) - 1} | {r['seconds']:.0f} s |")
+
+
+def _accuracy_at(curve, kernels):
+    """The test accuracy (%) of a baseline curve [[kernels, accuracy], ...] at ``kernels``."""
+    hit = [a for k, a in (curve or []) if k == kernels]
+    return f"{100 * hit[0]:.2f}" if hit else "-"
 
 
 def main(runs):
@@ -77,8 +86,9 @@ def main(runs):
     for metrics in sorted(Path(runs).glob("*/*/metrics.json")):
         print(row(metrics.parent))
     print("\n| run | data | N0 | retraining | Bayesian: kernels (test %) at each accepted stage "
-          "| largest mean change on removal | vanilla twin pruned like it | stages run | time |"
-          "\n|---|---|---|---|---|---|---|---|---|")
+          "| largest mean change on removal | vanilla twin pruned like it "
+          "| at the final size without retraining: Bayesian / vanilla (test %) | stages run "
+          "| time |\n|---|---|---|---|---|---|---|---|---|---|")
     for report in sorted(Path(runs).glob("compress/*/report.json")):
         print(compress_row(report.parent))
 
