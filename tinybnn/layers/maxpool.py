@@ -5,6 +5,11 @@ output; the covariance follows by gathering the same rows and columns::
 
     mean  mu[idx]          covariance  S[idx][:, idx]
 
+This is an approximation of the moments of the max of the window's (correlated) Gaussians: exact
+only when one mean dominates the others by several standard deviations of their differences. The
+true mean of the max is never below the largest mean, so near ties the rule's mean is low and its
+variance usually too high (tutorial 3 measures both against Monte Carlo, in the trained network).
+
 Backward: scatter to the argmax positions, zeros elsewhere (windows do not overlap)::
 
     g_in[idx_i] = g_i,     G_in[idx_i, idx_j] = G_ij
