@@ -17,6 +17,7 @@ Build a network from your own arrays, checked, with :func:`from_arrays`
 ``model.params["fc.M"][...] = W`` (unchecked).
 """
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -415,6 +416,10 @@ def loss_and_grads(model, x, y, objective=Objective()):
 
 
 def _scaled(grad, scale):
+    """``grad`` (a structure of the output's gradient: Full or Diagonal) times ``scale``, field
+    by declared field."""
     if scale == 1.0:
         return grad
-    return type(grad)(*(None if v is None else v * scale for v in vars(grad).values()))
+    return dataclasses.replace(grad, **{f.name: None if getattr(grad, f.name) is None
+                                        else getattr(grad, f.name) * scale
+                                        for f in dataclasses.fields(grad)})
