@@ -120,10 +120,13 @@ def test_regulariser_gradients(reg):
     rng = np.random.default_rng(4)
     layers = [Conv2d(2, 3, 3, rng=rng, rho_range=(-3, 1)), Linear(5, 4, rng=rng, rho_range=(-3, 1))]
     _, grads = reg(layers)
-    for layer in layers:
+    for i, layer in enumerate(layers):
         for k in ("M", "rho"):
-            r = check_gradient(lambda: reg(layers)[0], layer.params[k], grads[id(layer)][k], name=k)
+            r = check_gradient(lambda: reg(layers)[0], layer.params[k], grads[i][k], name=k)
             assert r.passed, str(r)
+    named = reg({"conv": layers[0], "fc": layers[1]})[1]    # keyed like the layers given
+    assert set(named) == {"conv", "fc"}
+    assert all(np.array_equal(named["fc"][k], grads[1][k]) for k in ("M", "rho"))
 
 
 def test_elbo_kl_is_the_gaussian_kl():

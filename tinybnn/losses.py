@@ -40,6 +40,7 @@ d = D) and variance ``s_k``. Biases are not regularised. Three presets:
   ``1/2 [ NLL + 0.01 sum_layers ( sum_k ||m_k||^2 + d mean_k (s_k - log s_k - 1) ) ]``.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -148,8 +149,14 @@ def squared_error(out, target):
 
 
 # ---------------------------------------------------------------------------------------------
-# regularisers: each returns (value, {id(layer): {"M": dM, "rho": drho}})
+# regularisers: each takes ``layers``, a mapping {name: layer} or a sequence, and returns
+# (value, {key: {"M": dM, "rho": drho}}) keyed like it: by name, or by position in the sequence
 # ---------------------------------------------------------------------------------------------
+
+
+def _keyed(layers):
+    """(key, layer) pairs of a mapping {name: layer} (its names) or a sequence (positions)."""
+    return layers.items() if isinstance(layers, Mapping) else enumerate(layers)
 
 
 def _from_units(layer, dU):
@@ -164,14 +171,14 @@ def kl_elbo(layers, *, n_train, prior_var=1.0):
         raise ConfigError(
             f"elbo needs n_train >= 1 and prior_var > 0, found {n_train}, {prior_var}")
     value, grads = 0.0, {}
-    for layer in layers:
+    for key, layer in _keyed(layers):
         U, s = unit_means(layer), layer.s  # (n, d), (n,)
         d = U.shape[1]
         kl = 0.5 * (d * s / prior_var + (U**2).sum(axis=1) / prior_var - d
                     + d * np.log(prior_var / s))  # (n,)
         value += kl.sum() / n_train
         ds = 0.5 * d * (1.0 / prior_var - 1.0 / s) / n_train
-        grads[id(layer)] = {"M": _from_units(layer, U / prior_var / n_train),
+        grads[key] = {"M": _from_units(layer, U / prior_var / n_train),
                             "rho": ds * softplus_grad(layer.params["rho"])}
     return value, grads
 
@@ -212,17 +219,17 @@ def _means_and_variances(layers, weight, mean_penalty):
     """The authors' two regularisers: weight/2 sum_layers [P(M) + mean_k d (s_k - log s_k - 1)],
     with the penalty on the means ``mean_penalty(M, c) -> (P(M), c dP/dM)`` (L1 or L2)."""
     value, grads = 0.0, {}
-    for layer in layers:
+    for key, layer in _keyed(layers):
         M, rho = layer.params["M"], layer.params["rho"]
         pen, dpen = _variance_penalty(layer.s, _unit_length(layer))
         p, dM = mean_penalty(M, 0.5 * weight)
         value += 0.5 * weight * (p + pen)
-        grads[id(layer)] = {"M": dM, "rho": 0.5 * weight * dpen * softplus_grad(rho)}
+        grads[key] = {"M": dM, "rho": 0.5 * weight * dpen * softplus_grad(rho)}
     return value, grads
 
 
 class Regulariser(NamedTuple):
-    """A named regulariser: ``penalty(layers, objective) -> (value, grads by id(layer))`` and
+    """A named regulariser: ``penalty(layers, objective) -> (value, grads keyed like layers)`` and
     the scale of the NLL beside it."""
 
     penalty: Callable
@@ -273,7 +280,8 @@ class Objective:
         return REGULARISERS[self.regulariser].nll_scale
 
     def regularise(self, layers):
-        """(value, grads by id(layer)) of the regulariser over the Bayesian ``layers``."""
+        """(value, grads keyed like ``layers``) of the regulariser over the Bayesian ``layers``
+        (a mapping {name: layer}, as ``model.named_bayesian_layers``, or a sequence)."""
         value, grads = REGULARISERS[self.regulariser].penalty(layers, self)
         if self.reg_scale != 1.0:
             value *= self.reg_scale

@@ -75,6 +75,11 @@ class Sequential:
         return [layer for _, layer in self.layers if layer.bayesian]
 
     @property
+    def named_bayesian_layers(self):
+        """{name: layer} of the Bayesian layers, in order (what the regularisers key by)."""
+        return {name: layer for name, layer in self.layers if layer.bayesian}
+
+    @property
     def dtype(self):
         return next(iter(self.params.values())).dtype
 
@@ -406,12 +411,12 @@ def loss_and_grads(model, x, y, objective=Objective()):
     out = model.forward(x)
     nll, dout, per = data_term(model, out, y, objective.jitter, objective.nll_beta)
     scale = objective.nll_scale if model.bayesian else 1.0
-    reg, reg_grads = (objective.regularise(model.bayesian_layers) if model.bayesian
-                      else (0.0, {}))
+    named = model.named_bayesian_layers
+    reg, reg_grads = objective.regularise(named) if named else (0.0, {})
     model.backward(_scaled(dout, scale))
-    for _, layer in model.layers:
-        for k, g in reg_grads.get(id(layer), {}).items():
-            layer.grads[k] += g  # backward made these arrays afresh: adding in place is safe
+    for name, grads in reg_grads.items():
+        for k, g in grads.items():
+            named[name].grads[k] += g  # backward made these arrays afresh: adding is safe
     return LossParts(scale * nll + reg, per.mean(), reg, out.mean), model.grads
 
 
