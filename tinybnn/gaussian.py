@@ -257,3 +257,16 @@ GRAD_TYPE = {Point: (Point,), Diagonal: (Diagonal,), Full: (Full,),
 def describe(x):
     """A short human description of a structure, for error messages."""
     return f"{type(x).__name__} with mean of shape {tuple(np.shape(x.mean))}"
+
+
+def check_fields(x):
+    """Raise ShapeError unless a Diagonal's var has its mean's shape, or a Full's mean is
+    (B, K) and its cov (B, K, K): the fields a layer reads together must fit each other."""
+    if type(x) is Diagonal and np.shape(x.var) != np.shape(x.mean):
+        raise ShapeError(f"a Diagonal needs var of its mean's shape {tuple(np.shape(x.mean))}, "
+                         f"found var of shape {tuple(np.shape(x.var))}")
+    if type(x) is Full:
+        mean, cov = np.shape(x.mean), np.shape(x.cov)
+        if len(mean) != 2 or cov != (*mean, mean[-1]):
+            raise ShapeError(f"a Full needs mean (B, K) and cov (B, K, K), found mean "
+                             f"{tuple(mean)} and cov {tuple(cov)}")

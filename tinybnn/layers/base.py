@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ShapeError, StructureError
 from ..functions import softplus
-from ..gaussian import GRAD_TYPE, describe
+from ..gaussian import GRAD_TYPE, check_fields, describe
 
 
 class Layer:
@@ -54,6 +54,7 @@ class Layer:
                 f"{type(self).__name__}: expected {dtype} input (the layer's dtype), "
                 f"found {x.mean.dtype}"
             )
+        check_fields(x)
         y, saved = forward_fn(x)
         self.saved = (backward_fn, type(y), saved)
         return y

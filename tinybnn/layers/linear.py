@@ -150,6 +150,7 @@ class Linear(Layer):
 
     # -- Point input: diagonal output ------------------------------------------------------
     def _forward_point(self, x):
+        self._check_mean(x.mean)
         norm2 = np.einsum("bd,bd->b", x.mean, x.mean)  # (B,)
         var = norm2[:, None] * self.s  # (B, K)
         return Diagonal(self._mean(x.mean), var), (x.mean, norm2)

@@ -26,6 +26,7 @@ Full              Full  J S J
 
 import numpy as np
 
+from ..errors import ShapeError
 from ..functions import softmax, softmax_jacobian
 from ..gaussian import Diagonal, Full, Point
 from ..kernels_step import softmax_full, softmax_full_backward
@@ -40,7 +41,7 @@ class Softmax(Layer):
         self.rules = self.rules_for(Point, Diagonal, Full)
 
     def _forward_point(self, x):
-        p = softmax(x.mean)
+        p = softmax(_logits(x.mean))
         return Point(p), softmax_jacobian(p)
 
     def _backward_point(self, dy, J):
@@ -49,7 +50,7 @@ class Softmax(Layer):
     def _forward_full(self, x):
         # p (B, K), J = diag(p) - p p^T, JS = J S, and J S J (B, K, K), in one loop per example
         # (tinybnn.kernels_step: at a batch of one NumPy's calls cost more than the products)
-        p, J, JS, JSJ = softmax_full(x.mean, x.cov)
+        p, J, JS, JSJ = softmax_full(_logits(x.mean), x.cov)
         return Full(p, JSJ), (p, J, JS)
 
     def _backward_full(self, dy, saved):
@@ -59,7 +60,7 @@ class Softmax(Layer):
         return Full(g_in, G_in)
 
     def _forward_diagonal(self, x):
-        p = softmax(x.mean)
+        p = softmax(_logits(x.mean))
         J = softmax_jacobian(p)
         JS = J * x.var[:, None, :]  # J diag(v)  (B, K, K)
         return Full(p, JS @ J), (p, J, JS)
@@ -67,3 +68,10 @@ class Softmax(Layer):
     def _backward_diagonal(self, dy, saved):
         full = self._backward_full(dy, saved)
         return Diagonal(full.mean, np.diagonal(full.cov, axis1=1, axis2=2).copy())
+
+
+def _logits(mean):
+    """``mean`` if it is (B, K), else a ShapeError naming what was found."""
+    if mean.ndim != 2:
+        raise ShapeError(f"Softmax: expected input mean of shape (B, K), found {mean.shape}")
+    return mean
