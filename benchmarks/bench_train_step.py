@@ -199,7 +199,7 @@ def time_runners(runners, x, y, args):
 
 def relu_first(model):
     """The same kind of network in the paper's order, conv -> relu -> pool -> ... (paper_cnn
-    pools first; the two compute the same numbers, tests/test_core_network.py)."""
+    pools first; the two compute the same numbers, tests/test_model.py)."""
     from tinybnn.model import Sequential
 
     layers = dict(model.layers)

@@ -1,5 +1,5 @@
 """Exact ReLU moments: the error-function ufuncs against their twins, the closed forms against
-Monte Carlo, the backward passes by central differences (the harness of test_core_layers.py),
+Monte Carlo, the backward passes by central differences (the harness of test_layers.py),
 the zero-variance limit, and an MLP built with them."""
 
 import math
@@ -102,7 +102,7 @@ def test_zero_variance_equals_the_deterministic_relu():
 
 
 # ---------------------------------------------------------------------------------------------
-# gradients: every structure ReLUExact accepts (same harness as test_core_layers.py)
+# gradients: every structure ReLUExact accepts (same harness as test_layers.py)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@ is in :mod:`tinybnn.kernels_factored`).
 
 Each kernel is a plain loop compiled by numba (``cache=True``, so a second run does not
 recompile) and has a NumPy twin with the suffix ``_numpy`` that computes the same numbers in
-vectorised NumPy; ``tests/test_core_kernels.py`` checks each pair in float64 and float32. With
+vectorised NumPy; ``tests/test_kernels.py`` checks each pair in float64 and float32. With
 ``NUMBA_DISABLE_JIT=1`` the loops run as plain Python, so you can step through them in a debugger.
 
 How they are made fast (docs/COST.md has the measurements):

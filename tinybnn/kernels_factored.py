@@ -9,7 +9,7 @@ kernels here too: K = 10 columns make those products too thin for BLAS to run we
 they run on both threads and share their passes over ``mu``.
 
 As in :mod:`tinybnn.kernels`, each kernel has a NumPy twin (suffix ``_numpy``) that
-``tests/test_core_kernels.py`` checks it against, and none calls BLAS. Shapes: B batch, P conv
+``tests/test_kernels.py`` checks it against, and none calls BLAS. Shapes: B batch, P conv
 output positions, d patch length, N channels, L positions per channel after pooling, K units of
 the linear layer, D = N L its inputs.
 """

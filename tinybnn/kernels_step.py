@@ -8,7 +8,7 @@ does little arithmetic, and NumPy's temporaries and calls cost more than the wor
 is one plain loop.
 
 As in :mod:`tinybnn.kernels`, each kernel has a NumPy twin (suffix ``_numpy``) that
-``tests/test_core_kernels.py`` checks it against; these loops are serial (at these sizes a
+``tests/test_kernels.py`` checks it against; these loops are serial (at these sizes a
 thread team costs more than it saves) and compiled without ``fastmath``, so that the Adam
 update rounds exactly as its NumPy twin (the test asserts equality, not closeness).
 """

@@ -263,7 +263,7 @@ def paper_cnn(n_kernels, *, bayesian=True, input_shape=(1, 28, 28), kernel_size=
     The two orders compute the same numbers, forward and backward: a first-order ReLU is
     monotone and keeps its input's factor rows where the mean is positive, so the max of the
     rectified window is the rectified max, taken at the same position; where a whole window is
-    <= 0 both orders output mean 0 with scale 0 (tests/test_core_network.py checks the equality).
+    <= 0 both orders output mean 0 with scale 0 (tests/test_model.py checks the equality).
     Pooling first lets the ReLU work on a quarter of the maps: the training step is 1.05-1.26x
     faster for the Bayesian network, up to 1.33x for the vanilla one
     (``benchmarks/bench_train_step.py --relu-first``). Model files with the ReLU first still load.

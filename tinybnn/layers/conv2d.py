@@ -26,7 +26,7 @@ the input means, and only the diagonal of the output covariance is kept::
 
 (the exact output would also have off-diagonal terms from ``s_k Pm Pm^T`` and ``m_k`` mixing
 neighbouring positions: for an independent input the kept diagonal is exact, and
-``tests/test_core_moments.py`` measures the dropped off-diagonal part against Monte Carlo).
+``tests/test_moments.py`` measures the dropped off-diagonal part against Monte Carlo).
 Backward, ``D_k`` = dl/dvar of map k::
 
     dm_k   = Pm^T g_k + 2 m_k (.) (v^T D_k)

@@ -4,7 +4,7 @@ One index order for the mean and the covariance: ``index = k H W + h W + w``, so
 positions are the contiguous block ``[k L, (k+1) L)`` with ``L = H W``, and a following Linear
 layer's rows ``M[k L:(k+1) L]`` read channel k. (The authors' public code flattened the mean
 in (h, w, k) order but paired the covariance blocks as if (k, h, w): a known defect, not
-reproduced here; ``tests/test_core_network.py`` checks the pairing against an explicit covariance.)
+reproduced here; ``tests/test_model.py`` checks the pairing against an explicit covariance.)
 
 ================  =============================================  =================
 input             output                                         backward

@@ -33,7 +33,7 @@ single passes over memory (:func:`tinybnn.kernels.relu_scale`,
 
 The first-order rule is an approximation for the variance: a unit whose mean is negative gets
 exactly zero variance. Its error against Monte Carlo is measured in
-``tests/test_core_moments.py`` (``pytest -s`` prints the table) and shown in tutorial 02;
+``tests/test_moments.py`` (``pytest -s`` prints the table) and shown in tutorial 02;
 :mod:`tinybnn.layers.relu_exact` is the closed-form alternative.
 """
 

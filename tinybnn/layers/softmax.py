@@ -13,7 +13,7 @@ Backward (``g, G`` the upstream gradients, ``S`` the input covariance)::
 
 (``H`` is not dl/dJ, which is ``G J S + S J G``; ``g_p`` is right because it only uses
 ``diag(H)`` and ``(H + H^T) p``.) The first-order variance collapses as the softmax saturates
-(``J -> 0``); ``tests/test_core_moments.py`` and tutorial 02 measure it against Monte Carlo.
+(``J -> 0``); ``tests/test_moments.py`` and tutorial 02 measure it against Monte Carlo.
 
 ================  ===============================  =========================================
 input             output                           note

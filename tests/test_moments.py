@@ -78,7 +78,7 @@ def test_first_conv_is_exact():
     P = y.mean[0, 0].size
     M, s = layer.params["M"], layer.s
     Ws = M[None] + np.sqrt(s)[None, :, None, None, None] * rng.standard_normal((N_SAMPLES,) + M.shape)
-    X = y.patches[0]  # (P, d), checked against explicit im2col in test_core_kernels
+    X = y.patches[0]  # (P, d), checked against explicit im2col in test_kernels
     samples = np.einsum("pd,nkd->nkp", X, Ws.reshape(N_SAMPLES, 2, -1)).reshape(N_SAMPLES, -1)
     cov = np.zeros((2 * P, 2 * P))
     blocks = dense_blocks(y)[0]
