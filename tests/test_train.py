@@ -144,8 +144,13 @@ def test_damaged_model_files_are_refused(tmp_path):
     arrays["__version__"] = np.array(io.FORMAT_VERSION)
     arrays["param/fc.M"] = arrays["param/fc.M"][:-1]
     np.savez(tmp_path / "shape.npz", **arrays)
-    with pytest.raises(ModelFileError, match="fc.M has shape"):
-        io.load(tmp_path / "shape.npz")
+    with pytest.raises(ModelFileError, match=r"shape.npz: wrong shapes: fc.M expected \("):
+        io.load(tmp_path / "shape.npz")  # the checks of model.from_arrays, named by the file
+    with np.load(good) as z:
+        arrays["param/fc.M"] = np.full_like(z["param/fc.M"], np.nan)
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(ModelFileError, match="nan.npz: fc.M must be finite"):
+        io.load(tmp_path / "nan.npz")
     with pytest.raises(ModelFileError, match="no model file"):
         io.load(tmp_path / "missing.npz")
 

@@ -49,7 +49,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import ConfigError, ModelFileError, TinyBNNError
-from .model import Sequential
+from .model import Sequential, from_arrays
 
 FORMAT = "tinybnn-model"
 FORMAT_VERSION = 1
@@ -236,25 +236,10 @@ def _read(path):
         raise ModelFileError(f"{path}: the architecture or metadata is missing or damaged "
                              f"({err})") from None
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    dtypes = {v.dtype for v in params.values()}
-    if len(dtypes) != 1 or not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}:
-        raise ModelFileError(f"{path}: parameters must share one dtype, float32 or float64; "
-                             f"found {sorted(map(str, dtypes))}")
-    try:
-        model = Sequential.from_spec(spec, dtype=dtypes.pop())
-    except (TinyBNNError, KeyError, TypeError, ValueError) as err:
-        raise ModelFileError(f"{path}: cannot rebuild the architecture: {err}") from None
-    expected = model.params
-    if expected.keys() != params.keys():
-        raise ModelFileError(f"{path}: parameters {sorted(params)} do not match the "
-                             f"architecture, which needs {sorted(expected)}")
-    for k, v in params.items():
-        if v.shape != expected[k].shape:
-            raise ModelFileError(f"{path}: parameter {k} has shape {v.shape}, the architecture "
-                                 f"needs {expected[k].shape}")
-        if not np.all(np.isfinite(v)):
-            raise ModelFileError(f"{path}: parameter {k} holds NaN or Inf")
-        expected[k][...] = v
+    try:  # the architecture rebuilt, and the parameters checked against it, by from_arrays
+        model = from_arrays(spec, params)
+    except TinyBNNError as err:
+        raise ModelFileError(f"{path}: {err}") from None
     return model, meta, arrays
 
 
