@@ -150,10 +150,10 @@ class Linear(Layer):
 
     # -- Point input: diagonal output ------------------------------------------------------
     def _forward_point(self, x):
-        self._check_mean(x.mean)
+        mean = self._mean(x.mean)  # checks the input's shape first
         norm2 = np.einsum("bd,bd->b", x.mean, x.mean)  # (B,)
         var = norm2[:, None] * self.s  # (B, K)
-        return Diagonal(self._mean(x.mean), var), (x.mean, norm2)
+        return Diagonal(mean, var), (x.mean, norm2)
 
     def _backward_point(self, dy, saved):
         x, norm2 = saved
