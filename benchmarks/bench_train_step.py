@@ -88,7 +88,7 @@ def mnist_batch(dtype, n=None):
 
 def build(spec, dtype):
     """A freshly initialised tinybnn model (seed 0) for a case's builder arguments."""
-    from tinybnn.model import mlp, paper_cnn
+    from tinybnn.architectures import mlp, paper_cnn
 
     if spec["kind"] == "mlp":
         return mlp(spec["sizes"], input_shape=(1, 28, 28), dtype=dtype, seed=0)
@@ -116,7 +116,7 @@ class TinyStep:
 
     def run(self, x, y, n):
         """Seconds of each of ``n`` steps on (x, y)."""
-        from tinybnn import threads
+        from tinybnn.kernels import threads
 
         self.model.check_input(x)
         with threads.blas_limit(self.model.blas_threads):
@@ -441,7 +441,7 @@ def epoch_time():
     epoch, Bayesian N = 32, float64, elbo. Returns (seconds, the epoch's history row)."""
     from tinybnn import data
     from tinybnn.losses import Objective
-    from tinybnn.model import paper_cnn
+    from tinybnn.architectures import paper_cnn
     from tinybnn.train import fit
 
     ds = data.load("mnist", validation=1 / 12, seed=0)

@@ -17,7 +17,7 @@ import time
 
 from tinybnn import data
 from tinybnn.losses import Objective
-from tinybnn.model import paper_cnn
+from tinybnn.architectures import paper_cnn
 from tinybnn.train import fit
 
 

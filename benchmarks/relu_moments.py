@@ -39,7 +39,7 @@ from tinybnn.gaussian import Diagonal, Full, Point  # noqa: E402
 from tinybnn.layers import ReLU, ReLUExact  # noqa: E402
 from tinybnn.layers.relu_exact import rectified_gaussian  # noqa: E402
 from tinybnn.losses import Objective  # noqa: E402
-from tinybnn.model import mlp  # noqa: E402
+from tinybnn.architectures import mlp  # noqa: E402
 from tinybnn.train import fit  # noqa: E402
 from tinybnn.uncertainty import point_twin, sample_weights  # noqa: E402
 

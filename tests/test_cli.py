@@ -147,7 +147,7 @@ def test_installed_script_runs_from_anywhere(tmp_path):
 def digits_model(tmp_path):
     """A small untrained paper CNN for the 8 x 8 digits, saved as `tinybnn train` would."""
     from tinybnn import io
-    from tinybnn.model import paper_cnn
+    from tinybnn.architectures import paper_cnn
 
     path = tmp_path / "model.npz"
     io.save(path, paper_cnn(2, input_shape=(1, 8, 8), kernel_size=3),

@@ -110,7 +110,8 @@ def test_start_from_a_model_file(run, tmp_path):
 
 def test_model_file_with_the_relu_before_the_pool(tmp_path):
     """Files written before paper_cnn pooled first (ReLU -> max-pool) still compress."""
-    from tinybnn.model import Sequential, paper_cnn
+    from tinybnn.model import Sequential
+    from tinybnn.architectures import paper_cnn
 
     layers = dict(paper_cnn(4, input_shape=(1, 8, 8), seed=1).layers)
     order = ["conv", "relu", "pool", "flatten", "fc", "softmax"]
@@ -151,7 +152,7 @@ def test_one_line_errors(tmp_path, capsys, argv, message):
 
 
 def test_model_file_that_is_not_a_cnn(tmp_path, capsys):
-    from tinybnn.model import mlp
+    from tinybnn.architectures import mlp
 
     io.save(tmp_path / "mlp.npz", mlp((64, 8, 10), input_shape=(1, 8, 8)), {})
     code = main(["compress", "--dataset", "digits", "--subset", "0", "--model",

@@ -17,7 +17,8 @@ from tinybnn import io as model_io
 from tinybnn.errors import ConfigError, ModelFileError, ShapeError
 from tinybnn.evaluate import predict
 from tinybnn.importers import ADMITTED, AUTHORS2019_KEYS, ArrayUnpickler, import_authors2019
-from tinybnn.model import from_arrays, paper_cnn
+from tinybnn.model import from_arrays
+from tinybnn.architectures import paper_cnn
 
 N = 3
 

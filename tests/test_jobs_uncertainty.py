@@ -10,7 +10,7 @@ import pytest
 from tinybnn import data, io
 from tinybnn.cli import main
 from tinybnn.losses import Objective
-from tinybnn.model import mlp
+from tinybnn.architectures import mlp
 from tinybnn.train import fit
 
 FAST = ["--test-subset", "60", "--mc-samples", "4", "--mc-images", "15", "--no-progress"]

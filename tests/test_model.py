@@ -8,7 +8,8 @@ from tinybnn.gaussian import Full, Point
 from tinybnn.gradcheck import check_gradient
 from tinybnn.layers import Softmax
 from tinybnn.losses import Objective, gaussian_nll, one_hot
-from tinybnn.model import Sequential, loss_and_grads, mlp, paper_cnn, small_cnn
+from tinybnn.model import Sequential, loss_and_grads
+from tinybnn.architectures import mlp, paper_cnn, small_cnn
 
 PRESETS = [Objective("elbo", n_train=50), Objective("authors2019"), Objective("authors_later")]
 

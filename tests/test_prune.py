@@ -5,7 +5,7 @@ import pytest
 
 from tinybnn.errors import ConfigError
 from tinybnn.evaluate import predict
-from tinybnn.model import mlp, paper_cnn, small_cnn
+from tinybnn.architectures import mlp, paper_cnn, small_cnn
 from tinybnn.prune import Ranking, compare, prunable_layers, rank, remove, select
 
 RNG = np.random.default_rng(0)

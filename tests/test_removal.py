@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tinybnn import data
-from tinybnn.model import paper_cnn
+from tinybnn.architectures import paper_cnn
 from tinybnn.prune import remove
 from tinybnn.removal import covariance_error, removal_effect
 

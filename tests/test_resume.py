@@ -18,7 +18,7 @@ import tinybnn.train as train_module
 from tinybnn import data, io
 from tinybnn.errors import ConfigError, DivergenceError, ModelFileError
 from tinybnn.losses import Objective
-from tinybnn.model import mlp, paper_cnn
+from tinybnn.architectures import mlp, paper_cnn
 from tinybnn.optim import SGD, Adam
 from tinybnn.checkpoints import Interrupted
 from tinybnn.train import fit
@@ -226,7 +226,7 @@ WRITER = textwrap.dedent("""
     import sys
     import numpy as np
     from tinybnn import io
-    from tinybnn.model import mlp
+    from tinybnn.architectures import mlp
     from tinybnn.optim import Adam
 
     model = mlp((784, 200, 10), input_shape=(1, 28, 28), seed=0)

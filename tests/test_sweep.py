@@ -38,7 +38,7 @@ def test_sweep_writes_rows_summary_and_plots(tmp_path):
 
 
 def test_near_zero_kernels_are_counted(tmp_path):
-    from tinybnn.model import paper_cnn
+    from tinybnn.architectures import paper_cnn
 
     model = paper_cnn(4, input_shape=(1, 8, 8), kernel_size=3)
     model.params["conv.M"][1] = 1e-5

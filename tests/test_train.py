@@ -12,7 +12,7 @@ from tinybnn import data, io
 from tinybnn.errors import ConfigError, DivergenceError, ModelFileError
 from tinybnn.evaluate import evaluate, predict
 from tinybnn.losses import Objective
-from tinybnn.model import mlp, paper_cnn
+from tinybnn.architectures import mlp, paper_cnn
 from tinybnn.train import fit
 
 

@@ -11,7 +11,8 @@ from tinybnn.evaluate import predict
 from tinybnn.gradcheck import check_gradient
 from tinybnn.layers import Linear
 from tinybnn.losses import Objective
-from tinybnn.model import Sequential, data_term, mlp, paper_cnn
+from tinybnn.model import Sequential, data_term
+from tinybnn.architectures import mlp, paper_cnn
 from tinybnn.robustness import (attack_targets, check_levels, fgsm, noise_robustness,
                                 ood_detection)
 from tinybnn.train import fit

@@ -6,7 +6,7 @@ import pytest
 
 from tinybnn import units
 from tinybnn.errors import ConfigError
-from tinybnn.model import mlp, paper_cnn
+from tinybnn.architectures import mlp, paper_cnn
 
 
 @pytest.fixture

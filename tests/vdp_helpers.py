@@ -163,3 +163,14 @@ def input_grad(dx, field, x=None):
     if field == "s":
         return dx.s.sum(axis=0)
     return getattr(dx, field)
+
+
+# the kernels' tests: each numba loop against its NumPy twin, in both dtypes
+KERNEL_DTYPES = [np.float64, np.float32]
+KERNEL_TOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+def kernel_close(a, b, dtype):
+    """a equals b to the kernels' tolerance for ``dtype``."""
+    tol = KERNEL_TOL[dtype]
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))

@@ -32,7 +32,7 @@ import numpy as np
 from .errors import ConfigError
 from .evaluate import evaluate
 from .measure import accuracies, measure
-from .model import mlp, paper_cnn
+from .architectures import mlp, paper_cnn
 from .prune import compare, rank, remove, select
 from .train import fit
 from .units import NEAR_ZERO, n_units, unit_norms, unit_record

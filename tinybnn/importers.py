@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelFileError
-from .model import from_arrays, paper_cnn
+from .model import from_arrays
+from .architectures import paper_cnn
 
 # ---------------------------------------------------------------------------------------------
 # a pickle of numpy arrays, and nothing else

@@ -49,7 +49,7 @@ import numpy as np
 from .errors import ConfigError, DivergenceError, ShapeError
 from .functions import log_softmax, softmax, softplus_grad
 from .gaussian import Diagonal, Full, Point, check_finite
-from .kernels_step import l1_and_sign, nll_full
+from .kernels.step import l1_and_sign, nll_full
 from .units import unit_means
 
 JITTER = 1e-3  # eps in A = S + eps I; keeps the NLL finite when S is (near) singular
@@ -119,7 +119,7 @@ def gaussian_nll_full(out, target, jitter, beta):
     K = target.shape[1]
     check_finite("the network output covariance", out.cov, DivergenceError)
     # per-example NLL, alpha = A^-1 r, G = 1/2 (A^-1 - alpha alpha^T), tr A, by Cholesky
-    # factors (tinybnn.kernels_step.nll_full_numpy shows the same in NumPy)
+    # factors (tinybnn.kernels.step.nll_full_numpy shows the same in NumPy)
     per, alpha, G, trace, bad = nll_full(out.mean, out.cov, target, jitter)
     if bad >= 0:
         A = 0.5 * (out.cov[bad] + out.cov[bad].T) + jitter * np.eye(K, dtype=out.mean.dtype)

@@ -26,7 +26,7 @@ schedule is not stored: it is rebuilt from the run's settings, and reads only t)
 import numpy as np
 
 from .errors import ConfigError
-from .kernels_step import adam_update
+from .kernels.step import adam_update
 
 
 class Constant:
@@ -112,7 +112,7 @@ class Adam:
             if k not in self.m:  # the first step: zero moments
                 self.m[k], self.v[k] = np.zeros_like(p), np.zeros_like(p)
             m, v = self.m[k], self.v[k]
-            # one pass over p, g, m, v (tinybnn.kernels_step; its NumPy twin shows the formula)
+            # one pass over p, g, m, v (tinybnn.kernels.step; its NumPy twin shows the formula)
             adam_update(p, grads[k], m, v, lr * _scale_for(k, self.scales) / c1, self.beta1,
                         self.beta2, c2, self.eps)
         return lr

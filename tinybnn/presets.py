@@ -70,7 +70,7 @@ class TrainConfig:
     rho_init       : (low, high): every rho drawn from U[low, high] at initialisation
     nll_beta       : beta of the beta-NLL data term (0: the plain Gaussian NLL, the paper's)
     last_variance  : the initial variance of every unit of the last weight layer (None: drawn
-                     from rho_init like the others; see tinybnn.model.start_last_layer_at)
+                     from rho_init like the others; see tinybnn.architectures.start_last_layer_at)
     reg_scale      : multiplies the regulariser (1: the formula; an ablation knob)
     rho_rate       : the rho parameters' learning rate as a multiple of the means'
     """

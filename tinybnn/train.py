@@ -16,7 +16,7 @@ The train figures are running means over the epoch's minibatches (the parameters
 they are measured); the validation figures are measured at the end of the epoch.
 
 The training split is checked once (shape, dtype, finite values) before the first step, and BLAS
-is limited once around all the steps (:mod:`tinybnn.threads`): at one image per update those
+is limited once around all the steps (:mod:`tinybnn.kernels.threads`): at one image per update those
 per-step checks cost more than a tenth of a step.
 
 Safety:
@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from . import threads
+from .kernels import threads
 from .checkpoints import Run, new_figures, settings_of
 from .errors import ConfigError, DivergenceError
 from .evaluate import evaluate

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import compress as C
-from .. import data, io, presets, threads
+from .. import data, io, presets
+from ..kernels import threads
 from ..errors import ConfigError
 from ..prune import CRITERIA, RULES, check_rule
 from .common import ScheduleOptions, hidden_sizes, option, prepare_output, write_json

@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import data, io, presets, threads
+from .. import data, io, presets
+from ..kernels import threads
 from ..errors import ConfigError
 from ..evaluate import evaluate
-from ..model import mlp, paper_cnn
+from ..architectures import mlp, paper_cnn
 from ..checkpoints import Interrupted
 from ..train import fit
 from .common import ScheduleOptions, hidden_sizes, option, prepare_output, write_json

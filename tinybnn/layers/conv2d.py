@@ -42,7 +42,7 @@ Parameters: ``M`` (N, C, r, r), ``rho`` (N,). Shapes: B batch, C input channels,
 
 import numpy as np
 
-from .. import kernels
+from ..kernels.conv import col2im, im2col
 from ..errors import ShapeError
 from ..functions import softplus_grad
 from ..gaussian import Diagonal, Factored, Point
@@ -94,13 +94,13 @@ class Conv2d(Layer):
         if H < self.r or W < self.r:
             raise ShapeError(f"Conv2d: input {H}x{W} (after padding) is smaller than the "
                              f"{self.r}x{self.r} kernel")
-        return kernels.im2col(a, self.r), (H - self.r + 1, W - self.r + 1)
+        return im2col(a, self.r), (H - self.r + 1, W - self.r + 1)
 
     def _unpatch(self, cols, in_shape):
         """Adjoint of _patches: (B, P, d) -> (B, C, H, W), cropping the padding."""
         p = (self.r - 1) // 2 if self.padding == "same" else 0
         B, C, H, W = in_shape
-        img = kernels.col2im(cols, (B, C, H + 2 * p, W + 2 * p), self.r)
+        img = col2im(cols, (B, C, H + 2 * p, W + 2 * p), self.r)
         return img[:, :, p:p + H, p:p + W] if p else img
 
     def _maps(self, cols, hw):

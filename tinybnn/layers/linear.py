@@ -69,7 +69,7 @@ Shapes: B batch, D inputs, K units; parameters ``M`` (D, K), ``rho`` (K,), ``b``
 
 import numpy as np
 
-from .. import kernels_factored as kf
+from ..kernels import factored as kf, factored_mean as kfm
 from ..errors import ShapeError
 from ..functions import softplus_grad
 from ..gaussian import Diagonal, FactoredGrad, FlatFactored, Full, Point, Projected, ProjectedGrad
@@ -275,7 +275,7 @@ class Linear(Layer):
         self._check_mean(mu)
         M = self.params["M"]
         bias = self.params["b"] if self.has_bias else np.zeros(self.d_out, dtype=M.dtype)
-        m, mu2 = kf.factored_mean(mu, M, bias)  # mu M + b, ||mu||^2
+        m, mu2 = kfm.factored_mean(mu, M, bias)  # mu M + b, ||mu||^2
         M3 = M.reshape(N, L, self.d_out)  # block k reads channel k  (N, L, K)
         # At_k = A_k^T (B, N, K, d), tau_k = ||F_k||^2 (B, N), S = sum_k s_k A_k^T A_k (B, K, K)
         At, tau, S = kf.factored_project(x.patches, x.rows, x.scale, M3, x.s)
@@ -291,7 +291,7 @@ class Linear(Layer):
         # dM_k = 2 s_k F_k A_k G (N, L, K) and ds_k = <G, A_k^T A_k> + c tau_k (B, N)
         dM3, ds_in = kf.factored_project_backward(x.patches, x.rows, x.scale, At, G, x.s, c, tau)
         # the mean path: dM = mu^T g, dmu = g M^T + 2 c mu, in one pass over mu
-        dM, dmu = kf.factored_mean_backward(x.mean, g, M, c)
+        dM, dmu = kfm.factored_mean_backward(x.mean, g, M, c)
         self._mean_grads(x.mean, g, dM + dM3.reshape(N * L, self.d_out))
         dpatches = None
         if x.track_patches:

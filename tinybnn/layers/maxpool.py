@@ -26,7 +26,7 @@ Factored          gather mean, rows, scale (the covariance    scatter g; ds and 
 Shapes: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)); idx (B, C, Ho, Wo) flat into H W.
 """
 
-from .. import kernels
+from ..kernels.pool import gather, maxpool, scatter
 from ..errors import ShapeError
 from ..gaussian import Diagonal, Factored, FactoredGrad, Point
 from .base import Layer
@@ -44,7 +44,7 @@ class MaxPool2d(Layer):
         if mean.ndim != 4:
             raise ShapeError(f"MaxPool2d: expected maps of shape (B, C, H, W), "
                              f"found {tuple(mean.shape)}")
-        return kernels.maxpool(mean)
+        return maxpool(mean)
 
     def _forward_point(self, x):
         idx, mean = self._pool(x.mean)
@@ -52,23 +52,23 @@ class MaxPool2d(Layer):
 
     def _backward_point(self, dy, saved):
         idx, shape = saved
-        return Point(kernels.scatter(dy.mean, idx, shape))
+        return Point(scatter(dy.mean, idx, shape))
 
     def _forward_diagonal(self, x):
         idx, mean = self._pool(x.mean)
-        y = Diagonal(mean, kernels.gather(x.var, idx))
+        y = Diagonal(mean, gather(x.var, idx))
         return y, (idx, x.mean.shape)
 
     def _backward_diagonal(self, dy, saved):
         idx, shape = saved
-        return Diagonal(kernels.scatter(dy.mean, idx, shape), kernels.scatter(dy.var, idx, shape))
+        return Diagonal(scatter(dy.mean, idx, shape), scatter(dy.var, idx, shape))
 
     def _forward_factored(self, x):
         idx, mean = self._pool(x.mean)
-        g = kernels.gather  # reads rows and scale in place, also broadcast views
+        g = gather  # reads rows and scale in place, also broadcast views
         y = Factored(mean, x.patches, g(x.rows, idx), g(x.scale, idx), x.s, x.track_patches)
         return y, (idx, x.mean.shape)
 
     def _backward_factored(self, dy, saved):
         idx, shape = saved
-        return FactoredGrad(kernels.scatter(dy.mean, idx, shape), dy.s, dy.patches)
+        return FactoredGrad(scatter(dy.mean, idx, shape), dy.s, dy.patches)

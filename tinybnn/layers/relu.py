@@ -28,8 +28,8 @@ read its dense ``cov``, takes the Full rule.)
 What is stored for the backward pass is the output mean ``relu(mu)``, not the mask: ``d`` is
 recovered as ``1[relu(mu) > 0]`` (the same test, since relu(mu) > 0 exactly when mu > 0). On the
 large maps of a first convolution (Point and Factored) the forward pass and the backward mask are
-single passes over memory (:func:`tinybnn.kernels.relu_scale`,
-:func:`tinybnn.kernels.relu_backward`).
+single passes over memory (:func:`tinybnn.kernels.relu.relu_scale`,
+:func:`tinybnn.kernels.relu.relu_backward`).
 
 The first-order rule is an approximation for the variance: a unit whose mean is negative gets
 exactly zero variance. Its error against Monte Carlo is measured in
@@ -37,7 +37,7 @@ exactly zero variance. Its error against Monte Carlo is measured in
 :mod:`tinybnn.layers.relu_exact` is the closed-form alternative.
 """
 
-from .. import kernels
+from ..kernels.relu import relu_backward, relu_scale
 from ..functions import relu, relu_grad
 from ..gaussian import (Diagonal, Factored, FactoredGrad, FlatFactored, Full, Point,
                         Projected, ProjectedGrad)
@@ -57,7 +57,7 @@ class ReLU(Layer):
         return Point(y), y
 
     def _backward_point(self, dy, y):
-        return Point(kernels.relu_backward(dy.mean, y))  # g d, d = 1[y > 0]
+        return Point(relu_backward(dy.mean, y))  # g d, d = 1[y > 0]
 
     def _forward_diagonal(self, x):
         d = relu_grad(x.mean)
@@ -86,10 +86,10 @@ class ReLU(Layer):
 
     def _forward_factored(self, x):
         B, N = x.rows.shape[:2]
-        mean, scale = kernels.relu_scale(x.mean.reshape(B, N, -1), x.scale.reshape(B, N, -1))
+        mean, scale = relu_scale(x.mean.reshape(B, N, -1), x.scale.reshape(B, N, -1))
         mean = mean.reshape(x.mean.shape)  # relu(mu)
         y = type(x)(mean, x.patches, x.rows, scale.reshape(x.scale.shape), x.s, x.track_patches)
         return y, mean
 
     def _backward_factored(self, dy, y):
-        return FactoredGrad(kernels.relu_backward(dy.mean, y), dy.s, dy.patches)
+        return FactoredGrad(relu_backward(dy.mean, y), dy.s, dy.patches)

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..functions import softmax, softmax_jacobian
 from ..gaussian import Diagonal, Full, Point
-from ..kernels_step import softmax_full, softmax_full_backward
+from ..kernels.softmax import softmax_full, softmax_full_backward
 from .base import Layer
 
 
@@ -49,7 +49,7 @@ class Softmax(Layer):
 
     def _forward_full(self, x):
         # p (B, K), J = diag(p) - p p^T, JS = J S, and J S J (B, K, K), in one loop per example
-        # (tinybnn.kernels_step: at a batch of one NumPy's calls cost more than the products)
+        # (tinybnn.kernels.softmax: at a batch of one NumPy's calls cost more than the products)
         p, J, JS, JSJ = softmax_full(_logits(x.mean), x.cov)
         return Full(p, JSJ), (p, J, JS)
 

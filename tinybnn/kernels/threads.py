@@ -1,6 +1,6 @@
 """One thread pool at a time: OpenBLAS's threads kept out of numba's way.
 
-numba's parallel loops (:mod:`tinybnn.kernels`) and OpenBLAS's matrix products each start one
+numba's parallel loops ((:mod:`tinybnn.kernels`) and OpenBLAS's matrix products each start one
 thread per core, and neither pool sleeps as soon as its work ends: its threads spin for a while,
 waiting for more (OpenBLAS), or until told otherwise (GNU OpenMP, numba's threading layer here).
 A CNN step alternates between the two (a BLAS product in the conv, a numba loop in the ReLU, a

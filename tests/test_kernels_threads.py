@@ -1,10 +1,10 @@
-"""BLAS runs on one thread inside a CNN's passes (tinybnn.threads), and only there."""
+"""BLAS runs on one thread inside a CNN's passes (tinybnn.kernels.threads), and only there."""
 
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from tinybnn import threads
-from tinybnn.model import mlp, paper_cnn
+from tinybnn.kernels import threads
+from tinybnn.architectures import mlp, paper_cnn
 
 
 def blas_threads():
