@@ -1,24 +1,22 @@
-"""Weights from elsewhere: tinybnn.model.from_arrays, the restricted unpickler, the authors2019
-importer and `tinybnn import`."""
+"""Weights from elsewhere: tinybnn.model.from_arrays, the authors2019 importer (refusing
+malicious pickles) and `tinybnn import`. The restricted unpickler itself is checked in
+tests/test_pickles.py."""
 
 import hashlib
-import io
 import json
 import os
 import pickle
-import re
-import struct
 
 import numpy as np
 import pytest
 
 from tinybnn import cli, data, importers
 from tinybnn import io as model_io
-from tinybnn.errors import ConfigError, ModelFileError, ShapeError
+from tinybnn.errors import ModelFileError
 from tinybnn.evaluate import predict
-from tinybnn.importers import ADMITTED, AUTHORS2019_KEYS, ArrayUnpickler, import_authors2019
-from tinybnn.model import from_arrays
+from tinybnn.importers import AUTHORS2019_KEYS, import_authors2019
 from tinybnn.architectures import paper_cnn
+from vdp_helpers import assert_same_model
 
 N = 3
 
@@ -55,14 +53,6 @@ def original():
 @pytest.fixture
 def pkl(tmp_path, original):
     return write_pickle(tmp_path / "weights.pkl", authors_arrays(original))
-
-
-def assert_same_model(imported, original):
-    assert imported.spec() == original.spec()
-    assert imported.params.keys() == original.params.keys()
-    for k, v in original.params.items():
-        assert imported.params[k].dtype == v.dtype, k
-        np.testing.assert_array_equal(imported.params[k], v, err_msg=k)
 
 
 def assert_same_predictions(imported, original):
@@ -106,57 +96,7 @@ def test_import_does_not_keep_references_to_the_pickled_arrays(pkl, original):
     assert_same_model(again, original)
 
 
-# --- the restricted unpickler -------------------------------------------------------------------
-
-class Spy(pickle.Unpickler):
-    """The standard unpickler, recording every global a pickle names."""
-
-    def __init__(self, file, seen):
-        super().__init__(file)
-        self.seen = seen
-
-    def find_class(self, module, name):
-        self.seen.add((module, name))
-        return super().find_class(module, name)
-
-
-FLOAT32_ARRAYS = [np.arange(24, dtype=np.float32).reshape(2, 3, 4),
-                  np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4)),
-                  np.arange(24, dtype=np.float32).reshape(4, 6)[::2, ::3],  # neither C nor F
-                  np.zeros((0, 2), np.float32), np.float32([1.5])]
-
-
-@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
-def test_the_unpickler_reads_float_arrays_in_every_protocol(protocol):
-    blob = pickle.dumps(FLOAT32_ARRAYS, protocol=protocol)
-    loaded = ArrayUnpickler(io.BytesIO(blob)).load()
-    for a, b in zip(FLOAT32_ARRAYS, loaded):
-        assert b.dtype == a.dtype and b.shape == a.shape
-        np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize("protocol", [2, 3])
-def test_the_unpickler_reads_numpy_1_pickles(protocol):
-    """numpy 1.x named numpy.core (the authors' file: protocol 3, numpy.core.multiarray)."""
-    blob = pickle.dumps(FLOAT32_ARRAYS, protocol=protocol)
-    old = blob.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
-    assert old != blob
-    for a, b in zip(FLOAT32_ARRAYS, ArrayUnpickler(io.BytesIO(old)).load()):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_every_global_float_arrays_name_is_admitted_and_each_is_needed():
-    """What the pickles of this numpy name, over protocols 0-5, is exactly ADMITTED less the
-    other numpy generation's spelling (numpy.core in 1.x, numpy._core in 2.x)."""
-    seen = set()
-    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
-        Spy(io.BytesIO(pickle.dumps(FLOAT32_ARRAYS, protocol=protocol)), seen).load()
-    assert seen <= ADMITTED.keys()
-    other = "numpy.core." if int(np.__version__.split(".")[0]) >= 2 else "numpy._core."
-    assert seen == {k for k in ADMITTED if not k[0].startswith(other)}
-    assert {k for k in ADMITTED if k[0].startswith(other)} == {
-        (other + "multiarray", "_reconstruct"), (other + "numeric", "_frombuffer")}
-
+# --- malicious pickles: refused by name, nothing run --------------------------------------------
 
 class Payload:
     """Unpickling this would call ``call(*args)``."""
@@ -199,41 +139,6 @@ def test_a_malicious_pickle_via_the_command_writes_nothing(tmp_path, capsys):
     err = one_line_error(capsys)
     assert f"refused to load {refused}" in err and str(path) in err
     assert not marker.exists() and not out.exists()
-
-
-class Reduced:
-    """Pickles as ``call(*args)`` followed by BUILD with ``state``: hand-made numpy states."""
-
-    def __init__(self, call, args, state):
-        self.reduced = (call, args, state)
-
-    def __reduce__(self):
-        return self.reduced
-
-
-RECONSTRUCT = np.zeros(1).__reduce__()[0]                 # numpy's own, as pickles name it
-
-
-@pytest.mark.parametrize("obj, message", [
-    # numpy's __setstate__ would crash on this one (an object array shorter than its shape)
-    (Reduced(RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (10**7,), np.dtype("O"), False, [1.0])),
-     "refused numpy.dtype('O8', False, True)"),
-    (Reduced(RECONSTRUCT, (np.ndarray, (0,), b"b"), (1, (10**7,), np.dtype("f8"), False, b"ab")),
-     "refused an array of shape (10000000,) float64 from 2 bytes (80000000 needed)"),
-    (Reduced(RECONSTRUCT, (np.ndarray, (10**9,), b"b"), None),
-     "refused _reconstruct('numpy.ndarray', (1000000000,), b'b')"),
-    (Reduced(np.dtype, ("f8", False, True), (3, "<", None, None, None, -1, -1, 63)),
-     "refused the dtype state (3, '<', None, None, None, -1, -1, 63) of f8"),
-])
-def test_numpy_never_sees_the_pickles_state(obj, message):
-    with pytest.raises(ModelFileError, match=re.escape(message)):
-        importers.unpickle_arrays(pickle.dumps(obj, protocol=2))
-
-
-def test_a_huge_memo_index_is_refused_before_loading():
-    blob = b"\x80\x02N" + b"r" + struct.pack("<I", 2**24) + b"."   # LONG_BINPUT 16777216
-    with pytest.raises(ModelFileError, match="refused a memo index of 16777216 in a pickle of 9"):
-        importers.unpickle_arrays(blob)
 
 
 # --- bad files: a clear one-line error, exit code 2, nothing written ------------------------------
@@ -359,87 +264,3 @@ def test_help_lists_import_and_the_formats_agree(capsys):
     assert cli.main(["--help"]) == 0
     assert "import" in capsys.readouterr().out
     assert cli.IMPORT_FORMATS == tuple(importers.IMPORTERS)
-
-
-# --- from_arrays --------------------------------------------------------------------------------
-
-def params_of(model):
-    return {k: v.copy() for k, v in model.params.items()}
-
-
-def test_from_arrays_builds_a_copy_and_changes_nothing(original):
-    arrays = params_of(original)
-    before = params_of(original)
-    model = from_arrays(original, arrays)
-    assert_same_model(model, original)
-    model.params["conv.M"][...] = 0                        # the model owns its arrays
-    for k in before:
-        np.testing.assert_array_equal(arrays[k], before[k])
-        np.testing.assert_array_equal(original.params[k], before[k])
-    assert_same_model(from_arrays(original.spec(), arrays), original)
-
-
-def test_from_arrays_takes_the_arrays_dtype():
-    template = paper_cnn(2, input_shape=(1, 8, 8), kernel_size=3)
-    arrays = {k: v.astype(np.float32) for k, v in template.params.items()}
-    model = from_arrays(template, arrays)
-    assert model.dtype == np.float32 and template.dtype == np.float64
-
-
-def test_from_arrays_names_missing_and_unexpected(original):
-    arrays = params_of(original)
-    del arrays["fc.rho"]
-    arrays["fc.bias"] = arrays["fc.b"]
-    with pytest.raises(ConfigError, match=r"missing \['fc.rho'\], unexpected \['fc.bias'\]"):
-        from_arrays(original, arrays)
-
-
-def test_from_arrays_names_an_extra_array(original):
-    arrays = dict(params_of(original), **{"fc.b_rho": np.zeros(10)})
-    with pytest.raises(ConfigError, match=r"missing none, unexpected \['fc.b_rho'\]"):
-        from_arrays(original, arrays)
-
-
-def test_from_arrays_names_every_wrong_shape(original):
-    arrays = params_of(original)
-    arrays["conv.M"] = arrays["conv.M"].transpose(2, 3, 1, 0)   # HWIO, not converted
-    arrays["fc.rho"] = np.zeros(11)
-    with pytest.raises(ShapeError, match=rf"conv.M expected \({N}, 1, 5, 5\), found "
-                                         rf"\(5, 5, 1, {N}\); fc.rho expected \(10,\), "
-                                         rf"found \(11,\)"):
-        from_arrays(original, arrays)
-
-
-def test_from_arrays_refuses_mixed_and_non_float_dtypes(original):
-    arrays = params_of(original)
-    arrays["fc.b"] = arrays["fc.b"].astype(np.float32)
-    with pytest.raises(ShapeError, match="all be float32 or all float64, found .*fc.b float32"):
-        from_arrays(original, arrays)
-    arrays = {k: v.astype(np.float16) for k, v in params_of(original).items()}
-    with pytest.raises(ShapeError, match="all be float32 or all float64"):
-        from_arrays(original, arrays)
-
-
-def test_from_arrays_refuses_nan_and_non_arrays(original):
-    arrays = params_of(original)
-    arrays["conv.rho"][2] = np.nan
-    with pytest.raises(ShapeError, match=r"conv.rho must be finite, found nan at index \(2,\)"):
-        from_arrays(original, arrays)
-    arrays = dict(params_of(original), **{"fc.b": [0.0] * 10})
-    with pytest.raises(ShapeError, match="fc.b must be a numpy array, found list"):
-        from_arrays(original, arrays)
-
-
-def test_from_arrays_refuses_what_is_not_a_network(original):
-    with pytest.raises(ConfigError, match="expected a Sequential or its spec"):
-        from_arrays("paper_cnn", params_of(original))
-    with pytest.raises(ConfigError, match="must be a dict"):
-        from_arrays(original, list(params_of(original).values()))
-
-
-def test_from_arrays_takes_a_mapping_and_names_a_bad_spec(original, tmp_path):
-    np.savez(tmp_path / "p.npz", **original.params)
-    with np.load(tmp_path / "p.npz") as arrays:
-        assert_same_model(from_arrays(original, arrays), original)
-    with pytest.raises(ConfigError, match="cannot build a network from this spec: KeyError"):
-        from_arrays({"layers": []}, {})

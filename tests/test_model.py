@@ -1,15 +1,18 @@
 """Whole networks: end-to-end gradient checks for every preset, the zero-variance limit, the
-factored path against an explicit P x P implementation, and batch against per-example loops."""
+factored path against an explicit P x P implementation, batch against per-example loops, and
+``from_arrays`` (a network from your own arrays, checked)."""
 
 import numpy as np
 import pytest
 
-from tinybnn.gaussian import Full, Point
+from tinybnn.errors import ConfigError, ShapeError
+from tinybnn.gaussian import Full
 from tinybnn.gradcheck import check_gradient
 from tinybnn.layers import Softmax
 from tinybnn.losses import Objective, gaussian_nll, one_hot
-from tinybnn.model import Sequential, loss_and_grads
+from tinybnn.model import from_arrays, loss_and_grads
 from tinybnn.architectures import mlp, paper_cnn, small_cnn
+from vdp_helpers import assert_same_model
 
 PRESETS = [Objective("elbo", n_train=50), Objective("authors2019"), Objective("authors_later")]
 
@@ -70,37 +73,6 @@ def test_vanilla_cnn_gradients():
     model = paper_cnn(3, bayesian=False, input_shape=(1, 10, 10), kernel_size=3, n_classes=4)
     x, y = tiny_batch(rng)
     check_model(model, x, y, Objective())
-
-
-@pytest.mark.parametrize("bayesian", [True, False])
-def test_pooling_first_equals_relu_first(bayesian):
-    """paper_cnn pools before the ReLU; the paper's order (ReLU first) gives the same loss,
-    parameter gradients and input gradient, exactly, windows that are wholly <= 0 included."""
-    rng = np.random.default_rng(8)
-    x, y = tiny_batch(rng, B=4, shape=(1, 12, 12))
-    x -= 0.6  # many negative conv outputs, so some 2 x 2 windows are all <= 0
-    model = paper_cnn(4, bayesian=bayesian, input_shape=(1, 12, 12), kernel_size=3, n_classes=4,
-                      seed=3, rho_range=(-3, -1))
-    names = [n for n, _ in model.layers]
-    assert names[:3] == ["conv", "pool", "relu"]
-    layers = dict(model.layers)
-    paper = Sequential([(n, layers[n]) for n in ["conv", "relu", "pool"] + names[3:]],
-                       input_shape=(1, 12, 12))
-    maps = layers["conv"].forward(Point(x)).mean  # (B, N, 10, 10)
-    window_max = maps.reshape(4, 4, 5, 2, 5, 2).max(axis=(3, 5))
-    assert (window_max <= 0).any() and (window_max > 0).any()
-    results = []
-    for net in (model, paper):
-        parts, grads = loss_and_grads(net, x, y, Objective("authors2019"))
-        grads = {k: g.copy() for k, g in grads.items()}
-        out = net.forward(x, input_grad=True)
-        dout = type(out)(*(np.ones_like(v) for v in vars(out).values()))
-        results.append((parts.total, grads, net.backward(dout).mean))
-    (l1, g1, dx1), (l2, g2, dx2) = results
-    assert l1 == l2
-    for k in g1:
-        np.testing.assert_array_equal(g1[k], g2[k])
-    np.testing.assert_array_equal(dx1, dx2)
 
 
 @pytest.mark.parametrize("objective", PRESETS, ids=lambda o: o.regulariser)
@@ -226,3 +198,97 @@ def test_batch_equals_per_example_loop(build):
             summed[k] += g / 4
     for k in batch:
         np.testing.assert_allclose(batch[k], summed[k], rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+# --- from_arrays: a network from your own arrays, checked --------------------------------------------------------------------------------
+
+N = 3  # kernels of the network the from_arrays tests start from
+
+
+@pytest.fixture
+def original():
+    model = paper_cnn(N, seed=1)
+    model.params["fc.b"][...] = np.linspace(-0.5, 0.5, 10)      # a bias that is not zero
+    return model
+
+
+def params_of(model):
+    return {k: v.copy() for k, v in model.params.items()}
+
+
+def test_from_arrays_builds_a_copy_and_changes_nothing(original):
+    arrays = params_of(original)
+    before = params_of(original)
+    model = from_arrays(original, arrays)
+    assert_same_model(model, original)
+    model.params["conv.M"][...] = 0                        # the model owns its arrays
+    for k in before:
+        np.testing.assert_array_equal(arrays[k], before[k])
+        np.testing.assert_array_equal(original.params[k], before[k])
+    assert_same_model(from_arrays(original.spec(), arrays), original)
+
+
+def test_from_arrays_takes_the_arrays_dtype():
+    template = paper_cnn(2, input_shape=(1, 8, 8), kernel_size=3)
+    arrays = {k: v.astype(np.float32) for k, v in template.params.items()}
+    model = from_arrays(template, arrays)
+    assert model.dtype == np.float32 and template.dtype == np.float64
+
+
+def test_from_arrays_names_missing_and_unexpected(original):
+    arrays = params_of(original)
+    del arrays["fc.rho"]
+    arrays["fc.bias"] = arrays["fc.b"]
+    with pytest.raises(ConfigError, match=r"missing \['fc.rho'\], unexpected \['fc.bias'\]"):
+        from_arrays(original, arrays)
+
+
+def test_from_arrays_names_an_extra_array(original):
+    arrays = dict(params_of(original), **{"fc.b_rho": np.zeros(10)})
+    with pytest.raises(ConfigError, match=r"missing none, unexpected \['fc.b_rho'\]"):
+        from_arrays(original, arrays)
+
+
+def test_from_arrays_names_every_wrong_shape(original):
+    arrays = params_of(original)
+    arrays["conv.M"] = arrays["conv.M"].transpose(2, 3, 1, 0)   # HWIO, not converted
+    arrays["fc.rho"] = np.zeros(11)
+    with pytest.raises(ShapeError, match=rf"conv.M expected \({N}, 1, 5, 5\), found "
+                                         rf"\(5, 5, 1, {N}\); fc.rho expected \(10,\), "
+                                         rf"found \(11,\)"):
+        from_arrays(original, arrays)
+
+
+def test_from_arrays_refuses_mixed_and_non_float_dtypes(original):
+    arrays = params_of(original)
+    arrays["fc.b"] = arrays["fc.b"].astype(np.float32)
+    with pytest.raises(ShapeError, match="all be float32 or all float64, found .*fc.b float32"):
+        from_arrays(original, arrays)
+    arrays = {k: v.astype(np.float16) for k, v in params_of(original).items()}
+    with pytest.raises(ShapeError, match="all be float32 or all float64"):
+        from_arrays(original, arrays)
+
+
+def test_from_arrays_refuses_nan_and_non_arrays(original):
+    arrays = params_of(original)
+    arrays["conv.rho"][2] = np.nan
+    with pytest.raises(ShapeError, match=r"conv.rho must be finite, found nan at index \(2,\)"):
+        from_arrays(original, arrays)
+    arrays = dict(params_of(original), **{"fc.b": [0.0] * 10})
+    with pytest.raises(ShapeError, match="fc.b must be a numpy array, found list"):
+        from_arrays(original, arrays)
+
+
+def test_from_arrays_refuses_what_is_not_a_network(original):
+    with pytest.raises(ConfigError, match="expected a Sequential or its spec"):
+        from_arrays("paper_cnn", params_of(original))
+    with pytest.raises(ConfigError, match="must be a dict"):
+        from_arrays(original, list(params_of(original).values()))
+
+
+def test_from_arrays_takes_a_mapping_and_names_a_bad_spec(original, tmp_path):
+    np.savez(tmp_path / "p.npz", **original.params)
+    with np.load(tmp_path / "p.npz") as arrays:
+        assert_same_model(from_arrays(original, arrays), original)
+    with pytest.raises(ConfigError, match="cannot build a network from this spec: KeyError"):
+        from_arrays({"layers": []}, {})

@@ -174,3 +174,28 @@ def kernel_close(a, b, dtype):
     """a equals b to the kernels' tolerance for ``dtype``."""
     tol = KERNEL_TOL[dtype]
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
+
+
+def factored_inputs(rng, dtype, B=3, P=20, d=6, N=4, L=5, K=3):
+    """Random inputs of the factored loops: patches, rows, a 0/1 scale, M3, At, a symmetric G, s,
+    c and tau."""
+    patches = rng.normal(size=(B, P, d)).astype(dtype)
+    rows = rng.integers(0, P, size=(B, N, L))
+    scale = (rng.random((B, N, L)) > 0.3).astype(dtype)
+    M3 = rng.normal(size=(N, L, K)).astype(dtype)
+    At = rng.normal(size=(B, N, K, d)).astype(dtype)
+    G = rng.normal(size=(B, K, K)).astype(dtype)
+    G = G + G.transpose(0, 2, 1)
+    s = rng.uniform(0.1, 1, N).astype(dtype)
+    c = rng.normal(size=B).astype(dtype)
+    tau = rng.uniform(0.1, 1, (B, N)).astype(dtype)
+    return patches, rows, scale, M3, At, G, s, c, tau
+
+
+def assert_same_model(imported, original):
+    """The two networks have the same spec and bit-identical parameters of the same dtypes."""
+    assert imported.spec() == original.spec()
+    assert imported.params.keys() == original.params.keys()
+    for k, v in original.params.items():
+        assert imported.params[k].dtype == v.dtype, k
+        np.testing.assert_array_equal(imported.params[k], v, err_msg=k)

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import compress as C
 from .. import data, io, presets
+from ..baselines import vanilla_retrained
 from ..kernels import threads
 from ..errors import ConfigError
 from ..prune import CRITERIA, RULES, check_rule
@@ -146,7 +147,7 @@ def compress_run(options, *, log=print):
     if o.scratch_baselines and result.vanilla is not None:
         sizes = sorted(k for k, _ in result.baselines["vanilla, pruned by norm, no retraining"])
         log(f"vanilla networks trained from scratch at sizes {sizes}")
-        result.baselines["vanilla, retrained from scratch at each size"] = C.vanilla_retrained(
+        result.baselines["vanilla, retrained from scratch at each size"] = vanilla_retrained(
             ds, target, config, sizes, seed=o.seed, dtype=dtype, progress=o.progress)
     report = make_report(result, target, ds, o, config, time.perf_counter() - t0)
     report["plots"] = draw(result, target, report, out)

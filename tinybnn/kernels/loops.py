@@ -48,7 +48,11 @@ class BatchLoop:
         return numba.get_num_threads() if self.pick(batch) is self.parallel else 1
 
 
-parallel_jit = BatchLoop  # the decorator of every loop over the batch below
+parallel_jit = BatchLoop  # the decorator of every loop over the batch
+
+# a piece of a BatchLoop's body, called from inside it (serial; numba links it into the caller's
+# code, where LLVM can inline it)
+inner_jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 
 
 # error_model="numpy": a division by zero gives inf or nan, as in NumPy, instead of raising

@@ -69,7 +69,7 @@ Shapes: B batch, D inputs, K units; parameters ``M`` (D, K), ``rho`` (K,), ``b``
 
 import numpy as np
 
-from ..kernels import factored as kf, factored_mean as kfm
+from ..kernels import factored as kf, factored_backward as kfb, factored_mean as kfm
 from ..errors import ShapeError
 from ..functions import softplus_grad
 from ..gaussian import Diagonal, FactoredGrad, FlatFactored, Full, Point, Projected, ProjectedGrad
@@ -289,7 +289,7 @@ class Linear(Layer):
         M, g, G = self.params["M"], dy.mean, dy.cov
         c = self._cov_grads_tail(G, t)
         # dM_k = 2 s_k F_k A_k G (N, L, K) and ds_k = <G, A_k^T A_k> + c tau_k (B, N)
-        dM3, ds_in = kf.factored_project_backward(x.patches, x.rows, x.scale, At, G, x.s, c, tau)
+        dM3, ds_in = kfb.factored_project_backward(x.patches, x.rows, x.scale, At, G, x.s, c, tau)
         # the mean path: dM = mu^T g, dmu = g M^T + 2 c mu, in one pass over mu
         dM, dmu = kfm.factored_mean_backward(x.mean, g, M, c)
         self._mean_grads(x.mean, g, dM + dM3.reshape(N * L, self.d_out))
@@ -297,7 +297,7 @@ class Linear(Layer):
         if x.track_patches:
             GAt = G[:, None] @ At  # G A_k^T = (A_k G)^T  (B, N, K, d)
             M3 = M.reshape(N, L, self.d_out)
-            dpatches = kf.factored_patch_grad(x.patches, x.rows, x.scale, M3, GAt, x.s, c)
+            dpatches = kfb.factored_patch_grad(x.patches, x.rows, x.scale, M3, GAt, x.s, c)
         return FactoredGrad(dmu, ds_in, dpatches)
 
 
