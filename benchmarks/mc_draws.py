@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tinybnn import data, io  # noqa: E402
 from tinybnn.functions import softmax  # noqa: E402
 from tinybnn.gaussian import Point  # noqa: E402
-from tinybnn.uncertainty import point_twin, sample_weights  # noqa: E402
+from tinybnn.monte_carlo import point_twin, sample_weights  # noqa: E402
 
 
 def main(path, n_draws=200):

@@ -41,7 +41,7 @@ from tinybnn.layers.relu_exact import rectified_gaussian  # noqa: E402
 from tinybnn.losses import Objective  # noqa: E402
 from tinybnn.architectures import mlp  # noqa: E402
 from tinybnn.train import fit  # noqa: E402
-from tinybnn.uncertainty import point_twin, sample_weights  # noqa: E402
+from tinybnn.monte_carlo import point_twin, sample_weights  # noqa: E402
 
 
 def errors(m, v, m_ref, v_ref, floor):

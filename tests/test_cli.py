@@ -1,4 +1,6 @@
-"""The tinybnn command line: help, version, `tinybnn data`, and one-line errors with exit code 2."""
+"""The tinybnn command line: help, version, one-line errors with exit code 2 (130 on Ctrl-C),
+the installed script, and `tinybnn evaluate`'s MODEL or --model (`tinybnn data`'s table and
+JSON: tests/test_jobs_data.py)."""
 
 import json
 import os
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tinybnn import __version__, cli, dataset_files
+from tinybnn import __version__, cli
 from tinybnn.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,34 +48,6 @@ def test_no_command_prints_help(capsys):
 def test_version(capsys):
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"tinybnn {__version__}"
-
-
-def test_data_verify_table(capsys):
-    assert cli.main(["data", "--verify"]) == 0
-    out = capsys.readouterr().out
-    for name in dataset_files.available():
-        assert any(line.startswith(name + " ") and "sha256 ok" in line
-                   for line in out.splitlines()), out
-
-
-def test_data_json_without_verify(capsys):
-    assert cli.main(["data", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == list(dataset_files.available())
-    assert all(r["ok"] is None and r["found_sha256"] is None and r["path"] for r in rows)
-
-
-def test_data_verify_reports_a_corrupted_file(tmp_path, monkeypatch, capsys):
-    copy = tmp_path / "digits.npz"
-    copy.write_bytes(dataset_files.find_file("digits").read_bytes()[:-10])
-    monkeypatch.setenv("TINYBNN_DATA", str(tmp_path))
-    assert cli.main(["data", "--verify", "--json"]) == 2
-    captured = capsys.readouterr()
-    rows = {r["name"]: r for r in json.loads(captured.out)}
-    assert rows["digits"]["ok"] is False and rows["digits"]["path"] == str(copy)
-    assert rows["mnist"]["ok"] is True
-    assert captured.err == ("tinybnn: error: 1 of 3 dataset files failed: "
-                            "digits (checksum mismatch)\n")
 
 
 def test_a_tinybnn_error_is_one_line_and_exit_2(monkeypatch, capsys):

@@ -9,6 +9,7 @@ import pytest
 
 from tinybnn import data, io
 from tinybnn.cli import main
+from tinybnn.jobs.uncertainty import summary
 from tinybnn.losses import Objective
 from tinybnn.architectures import mlp
 from tinybnn.train import fit
@@ -67,6 +68,8 @@ def test_uncertainty_with_model_files_writes_json_and_plots(digit_models, tmp_pa
     assert r["reference"]["noise"]["vdp"][0] == 97.6
     short = json.loads(out)
     assert short["bayes"]["test_accuracy"] == r["models"]["bayes"]["test_accuracy"]
+    assert short == summary(r)
+    assert list(short["vanilla"]) == ["test_accuracy", "noise_accuracy", "ood_auroc", "ece"]
 
 
 def test_uncertainty_trains_a_quick_pair(tmp_path, capsys):

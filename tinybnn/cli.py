@@ -1,10 +1,11 @@
-"""The ``tinybnn`` command line (also ``python -m tinybnn``).
+"""The ``tinybnn`` command line (also ``python -m tinybnn``): a thin parser over tinybnn/jobs/.
 
 Each command is two functions side by side:
 
-* ``add_<name>_parser(subparsers)`` declares its options and sets ``run=<name>_command``;
-* ``<name>_command(args) -> int`` does the work by calling library functions, and returns the
-  exit code.
+* ``add_<name>_parser(subparsers)`` declares its options and sets ``run=<name>_command``; for
+  the jobs of :data:`tinybnn.jobs.JOBS` it is made by :func:`job_parser`, one option per field
+  of the job's options dataclass;
+* ``<name>_command(args) -> int`` does the work by calling a job, and returns the exit code.
 
 Adding a command means writing that pair and appending its ``add_..._parser`` to
 :data:`COMMANDS`; no other command changes. Commands import what they need inside their
@@ -21,7 +22,7 @@ import os
 import sys
 
 from tinybnn import __version__
-from tinybnn.errors import DataError, TinyBNNError
+from tinybnn.errors import TinyBNNError
 
 PROG = "tinybnn"
 
@@ -59,33 +60,15 @@ def add_data_parser(subparsers):
 
 
 def data_command(args):
-    from tinybnn import dataset_files
+    from tinybnn.jobs.data import data_run
 
-    rows = dataset_files.status(verify=args.verify)
-    if args.json:
-        print(json.dumps([{
-            "name": r.name, "file": r.file, "found_in": r.place,
-            "path": None if r.path is None else str(r.path),
-            "expected_sha256": r.expected_sha256, "found_sha256": r.found_sha256,
-            "ok": r.ok} for r in rows], indent=2))
-    else:
-        verdicts = {True: "sha256 ok", False: "MISMATCH", None: "found (not verified)"}
-        print(f"{'dataset':<14} {'status':<21} {'found in':<18} path")
-        for r in rows:
-            verdict = "MISSING" if r.path is None else verdicts[r.ok]
-            print(f"{r.name:<14} {verdict:<21} {r.place or '-':<18} {r.path or '-'}")
-        if not args.verify:
-            print("(run 'tinybnn data --verify' to check the sha256 of each file)")
-    bad = [r for r in rows if r.ok is False]
-    if bad:
-        what = ", ".join(f"{r.name} ({'missing' if r.path is None else 'checksum mismatch'})"
-                         for r in bad)
-        raise DataError(f"{len(bad)} of {len(rows)} dataset files failed: {what}")
+    data_run(verify=args.verify, as_json=args.json)
     return 0
 
 
 # --------------------------------------------------------------------------------------------
-# Options derived from a commented dataclass (tinybnn.jobs: TrainOptions and friends)
+# The jobs (tinybnn compress, the main job; sweep, the paper's experiment; train; uncertainty):
+# their options derived from a commented dataclass (tinybnn.jobs: TrainOptions and friends)
 # --------------------------------------------------------------------------------------------
 
 def add_dataclass_options(parser, cls):
@@ -121,32 +104,85 @@ def options_from_args(cls, args):
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
-# --------------------------------------------------------------------------------------------
-# tinybnn train / tinybnn evaluate
-# --------------------------------------------------------------------------------------------
+def job_parser(name, run):
+    """The parser-builder of ``tinybnn <name>``, a job of :data:`tinybnn.jobs.JOBS` that ``run``
+    runs: its texts from there, one option per field of the job's options dataclass."""
+    def add_parser(subparsers):
+        import importlib
 
-def add_train_parser(subparsers):
-    from tinybnn.jobs.train import TrainOptions
+        from tinybnn.jobs import JOBS
 
-    p = subparsers.add_parser(
-        "train", help="train the paper's CNN or an MLP, Bayesian or vanilla",
-        description="Train a network on a shipped dataset and write OUT/model.npz (rewritten "
-                    "after every epoch), OUT/metrics.json and OUT/learning_curves.png.")
-    add_dataclass_options(p, TrainOptions)
-    p.set_defaults(run=train_command)
+        where, help_line, description = JOBS[name]
+        module, cls = where.rsplit(".", 1)
+        options = getattr(importlib.import_module(f"tinybnn.jobs.{module}"), cls)
+        p = subparsers.add_parser(name, help=help_line, description=description)
+        add_dataclass_options(p, options)
+        p.set_defaults(run=run)
+
+    add_parser.__name__ = add_parser.__qualname__ = f"add_{name}_parser"
+    return add_parser
+
+
+def run_job(job, options, args):
+    """Run ``job`` (a function of tinybnn.jobs) on the ``options`` dataclass built from
+    ``args``, its log lines on stderr; return what it returns."""
+    return job(options_from_args(options, args),
+               log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def print_summary(summary, wrote):
+    """``summary`` as one JSON line on stdout, then ``wrote <wrote>`` on stderr."""
+    print(json.dumps(summary))
+    print(f"wrote {wrote}", file=sys.stderr)
+
+
+def compress_command(args):
+    from tinybnn.jobs.compress import CompressOptions, compress_run
+
+    report = run_job(compress_run, CompressOptions, args)
+    print_summary({k: report[k] for k in ("start_kernels", "final_kernels", "start_test_accuracy",
+                                          "final_test_accuracy", "stop_reason", "seconds")},
+                  f"{args.out}/report.md, report.json, model.npz"
+                  f"{'' if args.model else ', trained.npz'} and plots")
+    return 0
+
+
+def sweep_command(args):
+    from tinybnn.jobs.sweep import SweepOptions, sweep
+
+    result = sweep(options_from_args(SweepOptions, args))
+    print(json.dumps(result["summary"], indent=2))
+    return 0
 
 
 def train_command(args):
     from tinybnn.jobs.train import TrainOptions, train_run
 
-    metrics = train_run(options_from_args(TrainOptions, args),
-                        log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(json.dumps({k: metrics[k] for k in ("test_accuracy", "n_kernels", "n_parameters",
-                                               "epochs", "seconds", "preset", "dataset")}))
-    print(f"wrote {metrics['options']['out']}/model.npz, metrics.json, learning_curves.png, "
-          f"kernel_norms.png", file=sys.stderr)
+    metrics = run_job(train_run, TrainOptions, args)
+    print_summary({k: metrics[k] for k in ("test_accuracy", "n_kernels", "n_parameters",
+                                           "epochs", "seconds", "preset", "dataset")},
+                  f"{metrics['options']['out']}/model.npz, metrics.json, learning_curves.png, "
+                  f"kernel_norms.png")
     return 0
 
+
+def uncertainty_command(args):
+    from tinybnn.jobs.uncertainty import UncertaintyOptions, summary, uncertainty_run
+
+    result = run_job(uncertainty_run, UncertaintyOptions, args)
+    print_summary(summary(result), f"{args.out}/uncertainty.json and PNG plots")
+    return 0
+
+
+add_compress_parser = job_parser("compress", compress_command)
+add_sweep_parser = job_parser("sweep", sweep_command)
+add_train_parser = job_parser("train", train_command)
+add_uncertainty_parser = job_parser("uncertainty", uncertainty_command)
+
+
+# --------------------------------------------------------------------------------------------
+# tinybnn evaluate
+# --------------------------------------------------------------------------------------------
 
 def add_evaluate_parser(subparsers):
     p = subparsers.add_parser(
@@ -186,97 +222,6 @@ def evaluate_command(args):
 
 
 # --------------------------------------------------------------------------------------------
-# tinybnn compress (the main job)
-# --------------------------------------------------------------------------------------------
-
-def add_compress_parser(subparsers):
-    from tinybnn.jobs.compress import CompressOptions
-
-    p = subparsers.add_parser(
-        "compress", help="self-compress the paper's Bayesian CNN, stage by stage (the main job)",
-        description="Train the paper's Bayesian CNN (and a vanilla one with the same budget), "
-                    "then repeatedly rank its kernels, remove the redundant ones and fine-tune, "
-                    "with plots at every stage. Writes OUT/report.json, OUT/report.md, "
-                    "OUT/model.npz (the compressed network), OUT/trained.npz (the network "
-                    "before compression, for --model) and PNG plots. With no options it runs "
-                    "the quick default of the README.")
-    add_dataclass_options(p, CompressOptions)
-    p.set_defaults(run=compress_command)
-
-
-def compress_command(args):
-    from tinybnn.jobs.compress import CompressOptions, compress_run
-
-    report = compress_run(options_from_args(CompressOptions, args),
-                          log=lambda m: print(m, file=sys.stderr))
-    print(json.dumps({k: report[k] for k in ("start_kernels", "final_kernels",
-                                              "start_test_accuracy", "final_test_accuracy",
-                                              "stop_reason", "seconds")}))
-    print(f"wrote {args.out}/report.md, report.json, model.npz"
-          f"{'' if args.model else ', trained.npz'} and plots", file=sys.stderr)
-    return 0
-
-
-# --------------------------------------------------------------------------------------------
-# tinybnn sweep (the paper's experiment)
-# --------------------------------------------------------------------------------------------
-
-def add_sweep_parser(subparsers):
-    from tinybnn.jobs.sweep import SweepOptions
-
-    p = subparsers.add_parser(
-        "sweep", help="train Bayesian and vanilla CNNs over a grid of kernel counts, in parallel",
-        description="The paper's experiment: train the paper's CNN, Bayesian and vanilla, for "
-                    "every kernel count, dataset, preset and seed; count near-zero kernels; "
-                    "write OUT/sweep.json and plots. Finished runs are reused.")
-    add_dataclass_options(p, SweepOptions)
-    p.set_defaults(run=sweep_command)
-
-
-def sweep_command(args):
-    from tinybnn.jobs.sweep import SweepOptions, sweep
-
-    result = sweep(options_from_args(SweepOptions, args))
-    print(json.dumps(result["summary"], indent=2))
-    return 0
-
-
-# --------------------------------------------------------------------------------------------
-# tinybnn uncertainty
-# --------------------------------------------------------------------------------------------
-
-def add_uncertainty_parser(subparsers):
-    from tinybnn.jobs.uncertainty import UncertaintyOptions
-
-    p = subparsers.add_parser(
-        "uncertainty", help="robustness, out-of-distribution, calibration: Bayesian vs vanilla",
-        description="Measure a Bayesian and a vanilla classifier under additive Gaussian noise "
-                    "and FGSM (untargeted and targeted), on out-of-distribution images "
-                    "(AUROC of each uncertainty summary), for calibration (ECE), and compare "
-                    "the propagated moments with a Monte Carlo predictive. Writes "
-                    "OUT/uncertainty.json, noise.png, fgsm.png, ood.png, reliability.png and "
-                    "monte_carlo.png. Without model files it first trains a quick pair of "
-                    "paper CNNs (the --quick-* options).")
-    add_dataclass_options(p, UncertaintyOptions)
-    p.set_defaults(run=uncertainty_command)
-
-
-def uncertainty_command(args):
-    from tinybnn.jobs.uncertainty import UncertaintyOptions, uncertainty_run
-
-    result = uncertainty_run(options_from_args(UncertaintyOptions, args),
-                             log=lambda m: print(m, file=sys.stderr))
-    short = {k: {"test_accuracy": v["test_accuracy"]} for k, v in result["models"].items()}
-    for k in short:
-        short[k]["noise_accuracy"] = result["noise"][k]["accuracy"]
-        short[k]["ood_auroc"] = result["ood"][k]["auroc"]
-        short[k]["ece"] = result["calibration"][k]["ece"]
-    print(json.dumps(short))
-    print(f"wrote {args.out}/uncertainty.json and PNG plots", file=sys.stderr)
-    return 0
-
-
-# --------------------------------------------------------------------------------------------
 # tinybnn import
 # --------------------------------------------------------------------------------------------
 
@@ -304,33 +249,10 @@ def add_import_parser(subparsers):
 
 
 def import_command(args):
-    from tinybnn import io
-    from tinybnn.importers import IMPORTERS
+    from tinybnn.jobs.imports import import_run
 
-    model, meta = IMPORTERS[args.format](args.source)
-    io.save(args.out, model, meta)
-    for line in import_report(model, meta, args.out):
-        print(line)
+    import_run(args.format, args.source, args.out)
     return 0
-
-
-def import_report(model, meta, out):
-    """The lines `tinybnn import` prints: what was read, converted, dropped and written."""
-    from tinybnn.units import NEAR_ZERO, unit_norms, weight_layers
-
-    got, n = meta["imported"], meta["options"]["kernels"]
-    lines = [f"read {got['source']} ({got['format']}, a {got['pickle_form']} of "
-             f"{len(got['source_shapes'])} {got['dtype']} arrays, sha256 {got['source_sha256']})"]
-    lines += [f"  {c}" for c in got["converted"]]
-    lines += [f"  {k} {tuple(got['source_shapes'][k])} dropped: {d['why']} (its values range "
-              f"from {d['min']:.3g} to {d['max']:.3g})" for k, d in got["dropped"].items()]
-    norms = unit_norms(model[weight_layers(model)[0]])
-    low = sorted(norms[norms < NEAR_ZERO])
-    lines.append(f"kernels with a mean norm below {NEAR_ZERO:g}: {len(low)} of {n}"
-                 + (f" ({', '.join(f'{v:.2g}' for v in low)})" if low else ""))
-    lines.append(f"wrote {out}: the Bayesian paper CNN, N = {n}, {model.dtype}, for "
-                 f"{meta['options']['dataset']} (try: tinybnn evaluate --model {out})")
-    return lines
 
 
 # --------------------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def mc_convergence(agreement, title="Monte Carlo predictive against propagated m
     """Median ratio Monte Carlo / propagated of each summary, and the class agreement,
     against the number of weight samples S.
 
-    agreement : :func:`tinybnn.uncertainty.mc_agreement` output.
+    agreement : :func:`tinybnn.monte_carlo.mc_agreement` output.
     """
     rows = agreement["rows"]
     S = [r["samples"] for r in rows]

@@ -23,8 +23,9 @@ Shapes: n images, K classes; S Monte Carlo samples.
 import numpy as np
 
 from .evaluate import predict
+from .monte_carlo import mc_predictive
 from .robustness import ood_detection
-from .uncertainty import calibration, mc_predictive, summaries
+from .uncertainty import calibration, summaries
 
 
 def covariance_error(cov, reference):

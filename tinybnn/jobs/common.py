@@ -1,6 +1,6 @@
-"""What the jobs share: option metadata for the command line, the schedule options of the jobs
-that train, output folders, JSON files, and the parsing of comma-separated sizes (lists are
-parsed here, at the command line's edge)."""
+"""What the jobs share: option metadata for the command line, the options several jobs
+declare alike, the schedule options of the jobs that train, output folders, JSON files, and the
+parsing of comma-separated sizes (lists are parsed here, at the command line's edge)."""
 
 import json
 import os
@@ -13,9 +13,24 @@ from .. import io
 from ..errors import ConfigError
 
 
+#: The networks a job builds: the paper's CNN or an MLP.
+ARCHITECTURES = ("cnn", "mlp")
+
+
 def option(help, **kw):
     """Field metadata read by the command line: the help text and argparse extras."""
     return {"help": help, **kw}
+
+
+def dataset_field(help="dataset: mnist, fashion_mnist or digits"):
+    """The ``dataset`` option of a job: MNIST unless it is named (tinybnn.dataset_files)."""
+    return field(default="mnist", metadata=option(help))
+
+
+def validation_field(help):
+    """The ``validation`` option of a job that trains: the fraction of the training images
+    held out, 1/12 unless it is given (5,000 of MNIST's 60,000, as the authors)."""
+    return field(default=1 / 12, metadata=option(help))
 
 
 @dataclass

@@ -27,7 +27,8 @@ from ..baselines import vanilla_retrained
 from ..kernels import threads
 from ..errors import ConfigError
 from ..prune import CRITERIA, RULES, check_rule
-from .common import ScheduleOptions, hidden_sizes, option, prepare_output, write_json
+from .common import (ARCHITECTURES, ScheduleOptions, dataset_field, hidden_sizes, option,
+                     prepare_output, validation_field, write_json)
 from .report import write_markdown
 from ..units import NEAR_ZERO, switch_off_counts, trajectory
 
@@ -37,19 +38,18 @@ class CompressOptions(ScheduleOptions):
     """Everything ``tinybnn compress`` needs. The defaults are the README's main job; None means
     "the preset's value"."""
 
-    dataset: str = field(default="mnist", metadata=option(
-        "dataset: mnist, fashion_mnist or digits"))
+    dataset: str = dataset_field()
     architecture: str = field(default="cnn", metadata=option(
         "cnn: the paper's CNN (its conv kernels are removed); mlp: a VDP MLP (the units of its "
-        "first hidden layer are removed)", choices=("cnn", "mlp")))
+        "first hidden layer are removed)", choices=ARCHITECTURES))
     kernels: int = field(default=32, metadata=option(
         "conv kernels N of the CNN, or units of the MLP's first hidden layer"))
     hidden: str = field(default="", metadata=option(
         "the MLP's further hidden sizes after the pruned layer, comma-separated (none)"))
     subset: int = field(default=0, metadata=option(
         "training images (class-balanced, seeded); 0 for all"))
-    validation: float = field(default=1 / 12, metadata=option(
-        "fraction held out for validation, which every decision reads"))
+    validation: float = validation_field(
+        "fraction held out for validation, which every decision reads")
     preset: str = field(default="authors2019_quick", metadata=option(
         "training preset (tinybnn/presets.py): authors2019_quick, authors2019, tinybnn, "
         "authors_later, elbo or elbo_beta"))

@@ -36,7 +36,8 @@ from ..evaluate import evaluate
 from ..architectures import mlp, paper_cnn
 from ..checkpoints import Interrupted
 from ..train import fit
-from .common import ScheduleOptions, hidden_sizes, option, prepare_output, write_json
+from .common import (ARCHITECTURES, ScheduleOptions, dataset_field, hidden_sizes, option,
+                     prepare_output, validation_field, write_json)
 from ..units import (NEAR_ZERO, n_units, prunable_layers, switched_off, trajectory,
                     unit_record)
 
@@ -47,7 +48,7 @@ class TrainOptions(ScheduleOptions):
     preset's value"."""
 
     model: str = field(default="cnn", metadata=option(
-        "network: 'cnn' (the paper's conv-relu-pool-fc CNN) or 'mlp'", choices=("cnn", "mlp")))
+        "network: 'cnn' (the paper's conv-relu-pool-fc CNN) or 'mlp'", choices=ARCHITECTURES))
     kernels: int = field(default=32, metadata=option("number of conv kernels N of the CNN"))
     hidden: str = field(default="400", metadata=option(
         "hidden layer sizes of the MLP, comma-separated (e.g. 400,400)"))
@@ -57,13 +58,12 @@ class TrainOptions(ScheduleOptions):
         choices=("first_order", "exact")))
     vanilla: bool = field(default=False, metadata=option(
         "train the deterministic network with cross-entropy instead of the Bayesian one"))
-    dataset: str = field(default="mnist", metadata=option(
-        "dataset: mnist, fashion_mnist or digits"))
+    dataset: str = dataset_field()
     subset: int | None = field(default=None, metadata=option(
         "use only this many training images (class-balanced, seeded) for a quick run"))
-    validation: float = field(default=1 / 12, metadata=option(
+    validation: float = validation_field(
         "fraction of the training images held out for validation (default 1/12: 5,000 of "
-        "MNIST's 60,000, as the authors)"))
+        "MNIST's 60,000, as the authors)")
     preset: str = field(default="tinybnn", metadata=option(
         "training preset: tinybnn, authors2019, authors_later, elbo or elbo_beta "
         "(tinybnn/presets.py)"))
@@ -110,7 +110,7 @@ class TrainOptions(ScheduleOptions):
 def _check(o):
     """The checks of the options that are not training settings (tinybnn.presets.check)."""
     for ok, what, found in (
-            (o.model in ("cnn", "mlp"), "model must be 'cnn' or 'mlp'", o.model),
+            (o.model in ARCHITECTURES, "model must be 'cnn' or 'mlp'", o.model),
             (isinstance(o.kernels, int) and o.kernels >= 1, "kernels must be an integer >= 1",
              o.kernels),
             (0 <= o.validation < 1, "validation must be a fraction in [0, 1)", o.validation),

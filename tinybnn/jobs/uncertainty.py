@@ -30,9 +30,10 @@ from ..errors import ConfigError
 from ..evaluate import predict
 from ..robustness import (DEFAULT_EPSILONS, DEFAULT_STDS, MAX_EPS, MAX_STD, TARGETS,
                          check_levels, fgsm, noise_robustness, ood_detection)
-from .common import option, prepare_output, write_json
+from .common import dataset_field, option, prepare_output, write_json
 from .train import TrainOptions, train_run
-from ..uncertainty import calibration, mc_agreement, mc_predictive, summary_table
+from ..monte_carlo import mc_agreement, mc_predictive
+from ..uncertainty import calibration, summary_table
 
 #: The authors' released runs (docs/PAPER.md; later code, N = 32, MNIST), in percent.
 AUTHORS_REPORTED = {
@@ -60,8 +61,7 @@ class UncertaintyOptions:
         "empty to train a quick pair"))
     vanilla_model: str = field(default="", metadata=option(
         "the vanilla model file (from 'tinybnn train --vanilla')"))
-    dataset: str = field(default="mnist", metadata=option(
-        "in-distribution test set (the models' input shape)"))
+    dataset: str = dataset_field("in-distribution test set (the models' input shape)")
     ood_dataset: str = field(default="fashion_mnist", metadata=option(
         "out-of-distribution test set of the same image shape, or 'uniform' (uniform noise "
         "images)"))
@@ -230,6 +230,15 @@ def uncertainty_run(options, log=print):
     write_json(out / "uncertainty.json", result)
     _figures(result, ood_raw, out, o)
     return result
+
+
+def summary(result):
+    """What ``tinybnn uncertainty`` prints of a result: each model's test accuracy, accuracy
+    under noise (one per std), out-of-distribution AUROC (one per summary) and ECE."""
+    return {k: {"test_accuracy": v["test_accuracy"],
+                "noise_accuracy": result["noise"][k]["accuracy"],
+                "ood_auroc": result["ood"][k]["auroc"], "ece": result["calibration"][k]["ece"]}
+            for k, v in result["models"].items()}
 
 
 def monte_carlo(model, prop, o):
