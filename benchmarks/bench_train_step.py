@@ -440,8 +440,8 @@ def epoch_time():
     with 1/12 held out (55,000 images, 550 steps of batch 100), validation at the end of the
     epoch, Bayesian N = 32, float64, elbo. Returns (seconds, the epoch's history row)."""
     from tinybnn import data
-    from tinybnn.losses import Objective
     from tinybnn.architectures import paper_cnn
+    from tinybnn.losses import Objective
     from tinybnn.train import fit
 
     ds = data.load("mnist", validation=1 / 12, seed=0)

@@ -16,8 +16,8 @@ import sys
 import time
 
 from tinybnn import data
-from tinybnn.losses import Objective
 from tinybnn.architectures import paper_cnn
+from tinybnn.losses import Objective
 from tinybnn.train import fit
 
 

@@ -34,14 +34,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tinybnn import data, io, plots, plots_uncertainty  # noqa: E402
+from tinybnn.architectures import mlp  # noqa: E402
 from tinybnn.functions import relu, relu_grad, softmax  # noqa: E402
 from tinybnn.gaussian import Diagonal, Full, Point  # noqa: E402
 from tinybnn.layers import ReLU, ReLUExact  # noqa: E402
 from tinybnn.layers.relu_exact import rectified_gaussian  # noqa: E402
 from tinybnn.losses import Objective  # noqa: E402
-from tinybnn.architectures import mlp  # noqa: E402
-from tinybnn.train import fit  # noqa: E402
 from tinybnn.monte_carlo import point_twin, sample_weights  # noqa: E402
+from tinybnn.train import fit  # noqa: E402
 
 
 def errors(m, v, m_ref, v_ref, floor):

@@ -3,8 +3,8 @@
 
 import numpy as np
 
-from tinybnn.architectures import paper_cnn
 from tinybnn import baselines
+from tinybnn.architectures import paper_cnn
 from tinybnn.baselines import pruned_without_retraining, size_grid
 from tinybnn.compress import Target
 from tinybnn.data import Split

@@ -110,8 +110,8 @@ def test_start_from_a_model_file(run, tmp_path):
 
 def test_model_file_with_the_relu_before_the_pool(tmp_path):
     """Files written before paper_cnn pooled first (ReLU -> max-pool) still compress."""
-    from tinybnn.model import Sequential
     from tinybnn.architectures import paper_cnn
+    from tinybnn.model import Sequential
 
     layers = dict(paper_cnn(4, input_shape=(1, 8, 8), seed=1).layers)
     order = ["conv", "relu", "pool", "flatten", "fc", "softmax"]

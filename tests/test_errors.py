@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from tinybnn.architectures import mlp, paper_cnn
 from tinybnn.errors import ConfigError, ShapeError, StructureError
 from tinybnn.gaussian import Diagonal, Full, Point
 from tinybnn.layers import Conv2d, Flatten, Linear, MaxPool2d, Softmax
 from tinybnn.model import loss_and_grads
-from tinybnn.architectures import mlp, paper_cnn
 from tinybnn.optim import SGD, Adam, ExponentialDecay
 
 RNG = np.random.default_rng(0)

@@ -12,10 +12,10 @@ import pytest
 
 from tinybnn import cli, data, importers
 from tinybnn import io as model_io
+from tinybnn.architectures import paper_cnn
 from tinybnn.errors import ModelFileError
 from tinybnn.evaluate import predict
 from tinybnn.importers import AUTHORS2019_KEYS, import_authors2019
-from tinybnn.architectures import paper_cnn
 from vdp_helpers import assert_same_model
 
 N = 3

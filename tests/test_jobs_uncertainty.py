@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from tinybnn import data, io
+from tinybnn.architectures import mlp
 from tinybnn.cli import main
 from tinybnn.jobs.uncertainty import summary
 from tinybnn.losses import Objective
-from tinybnn.architectures import mlp
 from tinybnn.train import fit
 
 FAST = ["--test-subset", "60", "--mc-samples", "4", "--mc-images", "15", "--no-progress"]
@@ -142,8 +142,8 @@ def test_bad_input_is_one_line_and_exit_2(case, digit_models, tmp_path, capsys):
 def test_defaults_are_mnist_against_fashion_mnist():
     """The default datasets (MNIST in, Fashion-MNIST out) load and pass through the OOD test
     with an untrained 784-8-10 MLP (the whole command on them is run in docs/UNCERTAINTY.md)."""
-    from tinybnn.robustness import ood_detection
     from tinybnn.jobs.uncertainty import UncertaintyOptions, _images
+    from tinybnn.robustness import ood_detection
 
     o = UncertaintyOptions()
     assert (o.dataset, o.ood_dataset, o.test_subset) == ("mnist", "fashion_mnist", 2000)

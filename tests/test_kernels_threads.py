@@ -3,8 +3,8 @@
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from tinybnn.kernels import threads
 from tinybnn.architectures import mlp, paper_cnn
+from tinybnn.kernels import threads
 
 
 def blas_threads():

@@ -5,13 +5,13 @@ factored path against an explicit P x P implementation, batch against per-exampl
 import numpy as np
 import pytest
 
+from tinybnn.architectures import mlp, paper_cnn, small_cnn
 from tinybnn.errors import ConfigError, ShapeError
 from tinybnn.gaussian import Full
 from tinybnn.gradcheck import check_gradient
 from tinybnn.layers import Softmax
 from tinybnn.losses import Objective, gaussian_nll, one_hot
 from tinybnn.model import from_arrays, loss_and_grads
-from tinybnn.architectures import mlp, paper_cnn, small_cnn
 from vdp_helpers import assert_same_model
 
 PRESETS = [Objective("elbo", n_train=50), Objective("authors2019"), Objective("authors_later")]

@@ -7,11 +7,11 @@ agreement; and a vanilla network is refused."""
 import numpy as np
 import pytest
 
+from tinybnn.architectures import paper_cnn
 from tinybnn.errors import ConfigError
 from tinybnn.evaluate import predict
 from tinybnn.layers import Linear
 from tinybnn.model import Sequential
-from tinybnn.architectures import paper_cnn
 from tinybnn.monte_carlo import mc_agreement, mc_predictive, point_twin, sample_weights
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from tinybnn.architectures import mlp, paper_cnn, small_cnn
 from tinybnn.errors import ConfigError
 from tinybnn.evaluate import predict
-from tinybnn.architectures import mlp, paper_cnn, small_cnn
 from tinybnn.prune import Ranking, compare, prunable_layers, rank, remove, select
 
 RNG = np.random.default_rng(0)

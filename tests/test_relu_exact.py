@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from tinybnn.architectures import mlp
 from tinybnn.errors import ConfigError, StructureError
 from tinybnn.gaussian import Diagonal, Full
 from tinybnn.gradcheck import check_gradient
@@ -14,7 +15,6 @@ from tinybnn.layers import ReLU, ReLUExact
 from tinybnn.layers.relu_exact import rectified_gaussian
 from tinybnn.losses import Objective
 from tinybnn.model import loss_and_grads
-from tinybnn.architectures import mlp
 from tinybnn.special import (erf, erf_numpy, erfc, erfc_numpy, norm_cdf, norm_cdf_grad,
                              norm_pdf, norm_pdf_grad)
 from vdp_helpers import (input_arrays, input_grad, probe, random_diagonal, random_factored,

@@ -16,11 +16,11 @@ import pytest
 
 import tinybnn.train as train_module
 from tinybnn import data, io
+from tinybnn.architectures import mlp, paper_cnn
+from tinybnn.checkpoints import Interrupted
 from tinybnn.errors import ConfigError, DivergenceError, ModelFileError
 from tinybnn.losses import Objective
-from tinybnn.architectures import mlp, paper_cnn
 from tinybnn.optim import SGD, Adam
-from tinybnn.checkpoints import Interrupted
 from tinybnn.train import fit
 
 TIMES = ("seconds", "cpu_seconds")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tinybnn import data, io
+from tinybnn.architectures import mlp, paper_cnn
 from tinybnn.errors import ConfigError, DivergenceError, ModelFileError
 from tinybnn.evaluate import evaluate, predict
 from tinybnn.losses import Objective
-from tinybnn.architectures import mlp, paper_cnn
 from tinybnn.train import fit
 
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from tinybnn import data
+from tinybnn.architectures import mlp, paper_cnn
 from tinybnn.errors import ConfigError, ShapeError
 from tinybnn.evaluate import predict
 from tinybnn.gradcheck import check_gradient
 from tinybnn.losses import Objective
 from tinybnn.model import data_term
-from tinybnn.architectures import mlp, paper_cnn
 from tinybnn.robustness import (attack_targets, check_levels, fgsm, noise_robustness,
                                 ood_detection)
 from tinybnn.train import fit

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tinybnn import units
-from tinybnn.errors import ConfigError
 from tinybnn.architectures import mlp, paper_cnn
+from tinybnn.errors import ConfigError
 
 
 @pytest.fixture

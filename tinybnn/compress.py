@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConfigError
-from .measure import accuracies, measure
 from .architectures import mlp, paper_cnn
 from .baselines import baselines
+from .errors import ConfigError
+from .measure import accuracies, measure
 from .prune import compare, rank, remove, select
 from .train import fit
 from .units import NEAR_ZERO, n_units, unit_norms, unit_record

@@ -32,9 +32,9 @@ import hashlib
 
 import numpy as np
 
+from .architectures import paper_cnn
 from .errors import ModelFileError
 from .model import from_arrays
-from .architectures import paper_cnn
 from .pickles import naming, read_bytes, unpickle_arrays
 
 # ---------------------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .kernels import threads
 from .errors import ConfigError, ShapeError
 from .gaussian import STRUCTURES, Point, check_finite
+from .kernels import threads
 from .layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ReLUExact, Softmax
 from .losses import Objective, cross_entropy, gaussian_nll, one_hot, squared_error
 

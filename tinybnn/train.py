@@ -41,12 +41,12 @@ import time
 
 import numpy as np
 
-from .kernels import threads
 from .checkpoints import Run, new_figures, settings_of
 from .errors import ConfigError, DivergenceError
 from .evaluate import evaluate
-from .losses import Objective
 from .gaussian import Point
+from .kernels import threads
+from .losses import Objective
 from .model import loss_and_grads
 from .optim import SGD, Adam, Constant, ExponentialDecay
 from .units import unit_record

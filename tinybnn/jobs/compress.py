@@ -24,13 +24,13 @@ import numpy as np
 from .. import compress as C
 from .. import data, io, presets
 from ..baselines import vanilla_retrained
-from ..kernels import threads
 from ..errors import ConfigError
+from ..kernels import threads
 from ..prune import CRITERIA, RULES, check_rule
+from ..units import NEAR_ZERO, switch_off_counts, trajectory
 from .common import (ARCHITECTURES, ScheduleOptions, dataset_field, hidden_sizes, option,
                      prepare_output, validation_field, write_json)
 from .report import write_markdown
-from ..units import NEAR_ZERO, switch_off_counts, trajectory
 
 
 @dataclass

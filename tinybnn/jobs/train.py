@@ -30,16 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from .. import data, io, presets
-from ..kernels import threads
-from ..errors import ConfigError
-from ..evaluate import evaluate
 from ..architectures import mlp, paper_cnn
 from ..checkpoints import Interrupted
+from ..errors import ConfigError
+from ..evaluate import evaluate
+from ..kernels import threads
 from ..train import fit
-from .common import (ARCHITECTURES, ScheduleOptions, dataset_field, hidden_sizes, option,
-                     prepare_output, validation_field, write_json)
 from ..units import (NEAR_ZERO, n_units, prunable_layers, switched_off, trajectory,
                     unit_record)
+from .common import (ARCHITECTURES, ScheduleOptions, dataset_field, hidden_sizes, option,
+                     prepare_output, validation_field, write_json)
 
 
 @dataclass

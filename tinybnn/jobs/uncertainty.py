@@ -28,12 +28,12 @@ import numpy as np
 from .. import data, dataset_files, io
 from ..errors import ConfigError
 from ..evaluate import predict
+from ..monte_carlo import mc_agreement, mc_predictive
 from ..robustness import (DEFAULT_EPSILONS, DEFAULT_STDS, MAX_EPS, MAX_STD, TARGETS,
                          check_levels, fgsm, noise_robustness, ood_detection)
+from ..uncertainty import calibration, summary_table
 from .common import dataset_field, option, prepare_output, write_json
 from .train import TrainOptions, train_run
-from ..monte_carlo import mc_agreement, mc_predictive
-from ..uncertainty import calibration, summary_table
 
 #: The authors' released runs (docs/PAPER.md; later code, N = 32, MNIST), in percent.
 AUTHORS_REPORTED = {

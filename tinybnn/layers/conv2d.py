@@ -42,10 +42,10 @@ Parameters: ``M`` (N, C, r, r), ``rho`` (N,). Shapes: B batch, C input channels,
 
 import numpy as np
 
-from ..kernels.conv import col2im, im2col
 from ..errors import ShapeError
 from ..functions import softplus_grad
 from ..gaussian import Diagonal, Factored, Point
+from ..kernels.conv import col2im, im2col
 from .base import Layer, initial_rho, truncated_normal
 
 

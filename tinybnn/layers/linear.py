@@ -69,10 +69,10 @@ Shapes: B batch, D inputs, K units; parameters ``M`` (D, K), ``rho`` (K,), ``b``
 
 import numpy as np
 
-from ..kernels import factored as kf, factored_backward as kfb, factored_mean as kfm
 from ..errors import ShapeError
 from ..functions import softplus_grad
 from ..gaussian import Diagonal, FactoredGrad, FlatFactored, Full, Point, Projected, ProjectedGrad
+from ..kernels import factored as kf, factored_backward as kfb, factored_mean as kfm
 from .base import Layer, initial_rho, truncated_normal
 
 

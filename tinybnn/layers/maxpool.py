@@ -26,9 +26,9 @@ Factored          gather mean, rows, scale (the covariance    scatter g; ds and 
 Shapes: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)); idx (B, C, Ho, Wo) flat into H W.
 """
 
-from ..kernels.pool import gather, maxpool, scatter
 from ..errors import ShapeError
 from ..gaussian import Diagonal, Factored, FactoredGrad, Point
+from ..kernels.pool import gather, maxpool, scatter
 from .base import Layer
 
 

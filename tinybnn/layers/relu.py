@@ -37,8 +37,8 @@ exactly zero variance. Its error against Monte Carlo is measured in
 :mod:`tinybnn.layers.relu_exact` is the closed-form alternative.
 """
 
-from ..kernels.relu import relu_backward, relu_scale
 from ..functions import relu, relu_grad
+from ..kernels.relu import relu_backward, relu_scale
 from ..gaussian import (Diagonal, Factored, FactoredGrad, FlatFactored, Full, Point,
                         Projected, ProjectedGrad)
 from .base import Layer
