@@ -62,8 +62,11 @@ def padded_length(d):
 
 
 @numba.njit(cache=True, nogil=True)
-def copy_patches(patches, b, X, norm2):
-    """X[p, :d] = patches[b, p] (the rest of X stays 0) and norm2[p] = ||patches[b, p]||^2."""
+def copy_patches(patches, b, X, norm2, current):
+    """X[p, :d] = patches[b, p] (the rest of X stays 0) and norm2[p] = ||patches[b, p]||^2,
+    unless X holds example b already (``current == b``); returns b, the example X now holds."""
+    if b == current:
+        return b
     P, d = patches.shape[1:]
     zero = patches.dtype.type(0)
     for p in range(P):
@@ -72,6 +75,7 @@ def copy_patches(patches, b, X, norm2):
             X[p, i] = patches[b, p, i]
             acc += X[p, i] * X[p, i]
         norm2[p] = acc
+    return b
 
 
 @parallel_jit
@@ -95,12 +99,10 @@ def _factored_project(patches, rows, scale, M3, s, dp, chunks, At, tau):
         norm2 = np.empty(P, dtype=patches.dtype)  # ||X_b[p]||^2
         kept = np.empty(L, dtype=np.int64)
         A = np.empty((K, dp), dtype=patches.dtype)  # At_bn, accumulated here
-        current = -1
+        current = -1  # the example whose patches X holds
         for q in range(t * B * N // chunks, (t + 1) * B * N // chunks):
             b, n = q // N, q % N
-            if b != current:
-                copy_patches(patches, b, X, norm2)
-                current = b
+            current = copy_patches(patches, b, X, norm2, current)
             n_kept = kept_rows(scale[b, n], kept)
             tau[b, n] = _accumulate_At(X, norm2, rows[b, n], scale[b, n], kept, n_kept, M3[n], A)
             for k in range(K):

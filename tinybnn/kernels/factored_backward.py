@@ -60,12 +60,10 @@ def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, dp, chunk
         norm2 = np.empty(P, dtype=patches.dtype)  # (unused here; filled by the copy)
         GA = np.zeros((K4, dp), dtype=patches.dtype)  # G_b At_bn; rows >= K, i >= d stay 0
         kept = np.empty(L, dtype=np.int64)
-        current = -1
+        current = -1  # the example whose patches X holds
         for q in range(t * B * N // chunks, (t + 1) * B * N // chunks):
             b, n = q // N, q % N
-            if b != current:
-                copy_patches(patches, b, X, norm2)
-                current = b
+            current = copy_patches(patches, b, X, norm2, current)
             ds[b, n] = _G_At(G[b], At[b, n], c[b] * tau[b, n], GA)
             n_kept = kept_rows(scale[b, n], kept)
             _add_row_products(X, rows[b, n], scale[b, n], kept, n_kept, GA, partial[t, n])
