@@ -1,29 +1,23 @@
-"""Training, evaluation and model files on the small digits set: learning happens, the same seed
-gives the same numbers, divergence and interruption leave a loadable checkpoint, and damaged
-model files are refused with a clear message."""
-
-import json
-import zipfile
+"""Training on the small digits set: learning happens, the same seed gives the same numbers,
+divergence and interruption leave a loadable checkpoint, and impossible settings are refused
+(model files: tests/test_io.py; metrics: tests/test_evaluate.py)."""
 
 import numpy as np
 import pytest
 
 from tinybnn import data, io
-from tinybnn.architectures import mlp, paper_cnn
-from tinybnn.errors import ConfigError, DivergenceError, ModelFileError
+from tinybnn.architectures import mlp
+from tinybnn.errors import ConfigError, DivergenceError
 from tinybnn.evaluate import evaluate, predict
 from tinybnn.losses import Objective
 from tinybnn.train import fit
+
+from vdp_helpers import digits_cnn as small_cnn
 
 
 @pytest.fixture(scope="module")
 def digits():
     return data.load("digits", validation=0.1, seed=0)
-
-
-def small_cnn(seed=0, bayesian=True):
-    return paper_cnn(6, bayesian=bayesian, input_shape=(1, 8, 8), kernel_size=3, seed=seed,
-                     rho_range=(-10, -9))
 
 
 def test_bayesian_cnn_learns_digits(digits):
@@ -104,78 +98,3 @@ def test_interrupt_leaves_last_complete_epoch(digits, tmp_path):
 def test_fit_rejects_impossible_settings(digits, kwargs):
     with pytest.raises(ConfigError):
         fit(small_cnn(), digits.train, progress=False, **kwargs)
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_model_file_round_trip(tmp_path, dtype):
-    model = small_cnn(seed=4).astype(dtype)
-    io.save(tmp_path / "m.npz", model, {"note": "hello", "values": [1, 2]})
-    loaded, meta = io.load(tmp_path / "m.npz")
-    assert meta == {"note": "hello", "values": [1, 2]}
-    assert loaded.spec() == model.spec() and loaded.dtype == dtype
-    for k, p in model.params.items():
-        np.testing.assert_array_equal(loaded.params[k], p)
-    with zipfile.ZipFile(tmp_path / "m.npz") as z:  # no pickled objects inside
-        assert all(not name.endswith(".pkl") for name in z.namelist())
-
-
-def test_damaged_model_files_are_refused(tmp_path):
-    good = tmp_path / "good.npz"
-    io.save(good, small_cnn(), {})
-    raw = good.read_bytes()
-    cases = {}
-    cases["truncated"] = raw[: len(raw) // 2]
-    flipped = bytearray(raw)
-    flipped[len(raw) // 3] ^= 0xFF
-    cases["flipped"] = bytes(flipped)
-    for name, content in cases.items():
-        (tmp_path / f"{name}.npz").write_bytes(content)
-        with pytest.raises(ModelFileError, match="not a readable tinybnn model file|damaged"):
-            io.load(tmp_path / f"{name}.npz")
-    np.savez(tmp_path / "foreign.npz", weights=np.zeros(3))
-    with pytest.raises(ModelFileError, match="not a tinybnn model file"):
-        io.load(tmp_path / "foreign.npz")
-    with np.load(good) as z:
-        arrays = {k: z[k] for k in z.files}
-    arrays["__version__"] = np.array(io.FORMAT_VERSION + 1)
-    np.savez(tmp_path / "newer.npz", **arrays)
-    with pytest.raises(ModelFileError, match="newer tinybnn"):
-        io.load(tmp_path / "newer.npz")
-    arrays["__version__"] = np.array(io.FORMAT_VERSION)
-    arrays["param/fc.M"] = arrays["param/fc.M"][:-1]
-    np.savez(tmp_path / "shape.npz", **arrays)
-    with pytest.raises(ModelFileError, match=r"shape.npz: wrong shapes: fc.M expected \("):
-        io.load(tmp_path / "shape.npz")  # the checks of model.from_arrays, named by the file
-    with np.load(good) as z:
-        arrays["param/fc.M"] = np.full_like(z["param/fc.M"], np.nan)
-    np.savez(tmp_path / "nan.npz", **arrays)
-    with pytest.raises(ModelFileError, match="nan.npz: fc.M must be finite"):
-        io.load(tmp_path / "nan.npz")
-    with pytest.raises(ModelFileError, match="no model file"):
-        io.load(tmp_path / "missing.npz")
-
-
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
-    target = tmp_path / "x.bin"
-    target.write_bytes(b"old")
-
-    def fail(f):
-        f.write(b"half")
-        raise RuntimeError("interrupted")
-
-    with pytest.raises(RuntimeError):
-        io.atomic_write(target, fail)
-    assert target.read_bytes() == b"old"
-    assert list(tmp_path.iterdir()) == [target]
-    with pytest.raises(ConfigError, match="does not exist"):
-        io.atomic_write(tmp_path / "nope" / "x.bin", lambda f: None)
-
-
-def test_evaluate_metrics_agree_with_predict(digits):
-    model = small_cnn()
-    mean, cov = predict(model, digits.test.x, batch_size=100)
-    m = evaluate(model, digits.test)
-    assert m["accuracy"] == pytest.approx((mean.argmax(1) == digits.test.y).mean())
-    assert m["mean_predictive_variance"] == pytest.approx(np.trace(cov, axis1=1, axis2=2).mean() / 10)
-    assert len(m["per_class_accuracy"]) == 10
-    json.dumps(m)  # JSON-able

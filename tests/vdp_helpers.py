@@ -5,6 +5,7 @@ gradient into gradients with respect to its factors, with explicit formulas."""
 
 import numpy as np
 
+from tinybnn.architectures import paper_cnn
 from tinybnn.gaussian import (Diagonal, Factored, FactoredGrad, FlatFactored, Full, Point,
                               Projected, ProjectedGrad)
 
@@ -199,3 +200,10 @@ def assert_same_model(imported, original):
     for k, v in original.params.items():
         assert imported.params[k].dtype == v.dtype, k
         np.testing.assert_array_equal(imported.params[k], v, err_msg=k)
+
+
+def digits_cnn(n_kernels=6, *, seed=0, bayesian=True, dtype=np.float64):
+    """The paper's CNN sized for the 8 x 8 digits (3 x 3 kernels), variances near 5e-5: the
+    small network of the training, resume and model-file tests."""
+    return paper_cnn(n_kernels, bayesian=bayesian, input_shape=(1, 8, 8), kernel_size=3,
+                     seed=seed, rho_range=(-10, -9), dtype=dtype)
