@@ -465,8 +465,7 @@ def inference_rows(dtypes, keep=(32, 24, 16, 8), n_images=10000, repeats=5):
 
     rows = []
     for dtype in dtypes:
-        x = data.load("mnist", test_subset=n_images, seed=0, dtype=np.dtype(dtype).type,
-                      subset=10).test.x
+        x = data.load("mnist", seed=0, dtype=np.dtype(dtype).type, subset=10).test.x[:n_images]
         full = build(CASES["cnn32"][1], dtype)
         for k in keep:
             model = full

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from tinybnn.kernels import factored_backward as kfb
-from tinybnn.kernels.factored import padded_length
 from vdp_helpers import KERNEL_DTYPES as DTYPES, factored_inputs, kernel_close as close
 
 
@@ -33,7 +32,8 @@ def test_factored_backward_partial_sums_do_not_depend_on_the_thread_count(compil
     want = kfb.factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau)
     loop = getattr(kfb._factored_project_backward, compiled)
     for chunks in (1, 2, 3, 7):
-        got = loop(patches, rows, scale, At, G, s, c, tau, padded_length(patches.shape[2]),
-                   chunks)
-        for a, b in zip(got, want):
+        buffers = kfb.backward_buffers(chunks, patches, At, rows)
+        loop(patches, rows, scale, At, G, s, c, tau, *buffers)
+        partial, ds = buffers[-2:]
+        for a, b in zip((partial[0], ds), want):
             close(a, b, np.float64)

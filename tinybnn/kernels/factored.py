@@ -46,11 +46,23 @@ def factored_project(patches, rows, scale, M3, s):
     """numba twin of :func:`factored_project_numpy` (via :func:`_factored_project`)."""
     B, P, d = patches.shape
     N, L, K = M3.shape
-    At = np.zeros((B, N, K, d), dtype=patches.dtype)
-    tau = np.zeros((B, N), dtype=patches.dtype)
-    chunks = _factored_project.chunks(B)
-    S = _factored_project(B, patches, rows, scale, M3, s, padded_length(d), chunks, At, tau)
+    dtype = patches.dtype
+    At, tau, S = np.zeros((B, N, K, d), dtype), np.zeros((B, N), dtype), np.zeros((B, K, K), dtype)
+    X, norm2, kept = thread_buffers(_factored_project.chunks(B), patches, L)
+    partial = np.zeros((len(X), B, K, K), dtype)  # each thread's S
+    A = np.empty((len(X), K, X.shape[2]), dtype)  # each thread's At_bn, accumulated
+    _factored_project(B, patches, rows, scale, M3, s, X, norm2, kept, A, partial, At, tau, S)
     return At, tau, S
+
+
+def thread_buffers(chunks, patches, L):
+    """What each of ``chunks`` threads works in: X (chunks, P, dp), an example's patch rows
+    zero-padded to :func:`padded_length`; norm2 (chunks, P), their squared norms; kept
+    (chunks, L), the rows a ReLU kept. Allocated here, not inside the loops: numba compiles
+    each ``np.zeros`` or ``np.empty`` it meets, a cost a fresh run waits for (docs/COST.md)."""
+    B, P, d = patches.shape
+    return (np.zeros((chunks, P, padded_length(d)), patches.dtype),
+            np.empty((chunks, P), patches.dtype), np.empty((chunks, L), np.int64))
 
 
 def padded_length(d):
@@ -79,8 +91,9 @@ def copy_patches(patches, b, X, norm2, current):
 
 
 @parallel_jit
-def _factored_project(patches, rows, scale, M3, s, dp, chunks, At, tau):
-    """Fill At and tau (zeros on entry) and return S (B, K, K).
+def _factored_project(patches, rows, scale, M3, s, X, norm2, kept, A, partial, At, tau, S):
+    """Fill At, tau and S (zeros on entry), using the threads' buffers X, norm2, kept and A
+    (:func:`thread_buffers`) and partial (chunks, B, K, K), zeros.
 
     The (example b, kernel n) pairs, b-major, are cut into ``chunks`` contiguous runs, one per
     thread, so that a small batch still shares its work evenly (4 examples: 2 each; at one image
@@ -93,25 +106,20 @@ def _factored_project(patches, rows, scale, M3, s, dp, chunks, At, tau):
     """
     B, P, d = patches.shape
     N, L, K = M3.shape
-    partial = np.zeros((chunks, B, K, K), dtype=patches.dtype)
+    chunks = X.shape[0]
     for t in numba.prange(chunks):
-        X = np.zeros((P, dp), dtype=patches.dtype)  # X_b, zero-padded
-        norm2 = np.empty(P, dtype=patches.dtype)  # ||X_b[p]||^2
-        kept = np.empty(L, dtype=np.int64)
-        A = np.empty((K, dp), dtype=patches.dtype)  # At_bn, accumulated here
-        current = -1  # the example whose patches X holds
+        current = -1  # the example whose patches X[t] holds
         for q in range(t * B * N // chunks, (t + 1) * B * N // chunks):
             b, n = q // N, q % N
-            current = copy_patches(patches, b, X, norm2, current)
-            n_kept = kept_rows(scale[b, n], kept)
-            tau[b, n] = _accumulate_At(X, norm2, rows[b, n], scale[b, n], kept, n_kept, M3[n], A)
+            current = copy_patches(patches, b, X[t], norm2[t], current)
+            n_kept = kept_rows(scale[b, n], kept[t])
+            tau[b, n] = _accumulate_At(X[t], norm2[t], rows[b, n], scale[b, n], kept[t], n_kept,
+                                       M3[n], A[t])
             for k in range(K):
                 for i in range(d):
-                    At[b, n, k, i] = A[k, i]
-            _add_outer(A, s[n], partial[t, b])
-    S = np.zeros((B, K, K), dtype=patches.dtype)
+                    At[b, n, k, i] = A[t, k, i]
+            _add_outer(A[t], s[n], partial[t, b])
     _sum_symmetric(partial, S)
-    return S
 
 
 @inner_jit

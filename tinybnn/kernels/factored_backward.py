@@ -9,7 +9,7 @@ checks it against; none calls BLAS.
 import numba
 import numpy as np
 
-from .factored import copy_patches, kept_rows, rows_of, padded_length
+from .factored import copy_patches, kept_rows, rows_of, thread_buffers
 from .loops import inner_jit, parallel_jit
 
 
@@ -32,15 +32,32 @@ def factored_project_backward_numpy(patches, rows, scale, At, G, s, c, tau):
 def factored_project_backward(patches, rows, scale, At, G, s, c, tau):
     """numba twin of :func:`factored_project_backward_numpy` (via
     :func:`_factored_project_backward`, one partial dM3 per thread)."""
-    B, N = At.shape[:2]
-    return _factored_project_backward(B, patches, rows, scale, At, G, s, c, tau,
-                                      padded_length(patches.shape[2]),
-                                      _factored_project_backward.chunks(B))
+    B = At.shape[0]
+    buffers = backward_buffers(_factored_project_backward.chunks(B), patches, At, rows)
+    _factored_project_backward(B, patches, rows, scale, At, G, s, c, tau, *buffers)
+    partial, ds = buffers[-2:]
+    return partial[0], ds
+
+
+def backward_buffers(chunks, patches, At, rows):
+    """X, norm2, kept (:func:`~tinybnn.kernels.factored.thread_buffers`), GA (chunks, K4, dp)
+    zeros (K4: K rounded up to a multiple of 4, the k blocks of the dot products), each thread's
+    partial dM3 (chunks, N, L, K) zeros, and ds (B, N): what the backward loop writes in."""
+    B, N, K, _ = At.shape
+    L = rows.shape[2]
+    X, norm2, kept = thread_buffers(chunks, patches, L)
+    GA = np.zeros((chunks, -(-K // 4) * 4, X.shape[2]), patches.dtype)
+    partial = np.zeros((chunks, N, L, K), patches.dtype)
+    return X, norm2, kept, GA, partial, np.empty((B, N), patches.dtype)
 
 
 @parallel_jit
-def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, dp, chunks):
-    """The (example, kernel) pairs are cut into ``chunks`` contiguous runs, one per thread, as in
+def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, X, norm2, kept, GA,
+                               partial, ds):
+    """Fill partial (zeros on entry; its first entry ends as dM3) and ds, using the threads'
+    buffers (:func:`backward_buffers`).
+
+    The (example, kernel) pairs are cut into ``chunks`` contiguous runs, one per thread, as in
     :func:`_factored_project`; each thread sums its pairs' contributions to dM3 into its own
     (N, L, K) partial; the partials are added last, times 2 s_n (:func:`_sum_scaled`).
 
@@ -49,27 +66,18 @@ def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, dp, chunk
     and ds_bn (:func:`_G_At`); then for the kept rows l, dM3[n, l, k] += scale
     dot(X[rows[l]], GA[k]) (:func:`_add_row_products`).
     """
-    B, P, d = patches.shape
-    _, N, K, _ = At.shape
-    L = rows.shape[2]
-    K4 = -(-K // 4) * 4  # K rounded up to a multiple of 4: the k blocks of the dot products
-    partial = np.zeros((chunks, N, L, K), dtype=patches.dtype)
-    ds = np.empty((B, N), dtype=patches.dtype)
+    B, N = At.shape[:2]
+    chunks = X.shape[0]
     for t in numba.prange(chunks):
-        X = np.zeros((P, dp), dtype=patches.dtype)  # X_b, zero-padded
-        norm2 = np.empty(P, dtype=patches.dtype)  # (unused here; filled by the copy)
-        GA = np.zeros((K4, dp), dtype=patches.dtype)  # G_b At_bn; rows >= K, i >= d stay 0
-        kept = np.empty(L, dtype=np.int64)
-        current = -1  # the example whose patches X holds
+        current = -1  # the example whose patches X[t] holds (norm2 is not used here)
         for q in range(t * B * N // chunks, (t + 1) * B * N // chunks):
             b, n = q // N, q % N
-            current = copy_patches(patches, b, X, norm2, current)
-            ds[b, n] = _G_At(G[b], At[b, n], c[b] * tau[b, n], GA)
-            n_kept = kept_rows(scale[b, n], kept)
-            _add_row_products(X, rows[b, n], scale[b, n], kept, n_kept, GA, partial[t, n])
-    dM3 = partial[0]
-    _sum_scaled(partial, s, dM3)
-    return dM3, ds
+            current = copy_patches(patches, b, X[t], norm2[t], current)
+            ds[b, n] = _G_At(G[b], At[b, n], c[b] * tau[b, n], GA[t])  # GA rows >= K stay 0
+            n_kept = kept_rows(scale[b, n], kept[t])
+            _add_row_products(X[t], rows[b, n], scale[b, n], kept[t], n_kept, GA[t],
+                              partial[t, n])
+    _sum_scaled(partial, s, partial[0])
 
 
 @inner_jit

@@ -78,18 +78,18 @@ def softmax_full_backward(p, J, JS, g, G):
     B, K = p.shape
     g_in = np.empty((B, K), dtype=p.dtype)
     G_in = np.empty((B, K, K), dtype=p.dtype)
-    _softmax_full_backward(p, J, JS, g, G, g_in, G_in)
+    work, g_p = np.empty((2, K, K), dtype=p.dtype), np.empty(K, dtype=p.dtype)
+    _softmax_full_backward(p, J, JS, g, G, g_in, G_in, work, g_p)
     return g_in, G_in
 
 
 @serial_jit
-def _softmax_full_backward(p, J, JS, g, G, g_in, G_in):
-    """Per example: H = 2 G JS, g_p from its diagonal and (H + H^T) p, then J g_p and J G J."""
+def _softmax_full_backward(p, J, JS, g, G, g_in, G_in, work, g_p):
+    """Per example: H = 2 G JS, g_p from its diagonal and (H + H^T) p, then J g_p and J G J
+    (``work`` (2, K, K) and ``g_p`` (K,): scratch from the caller)."""
     B, K = p.shape
     zero = p.dtype.type(0)
-    H = np.empty((K, K), dtype=p.dtype)
-    JG = np.empty((K, K), dtype=p.dtype)
-    g_p = np.empty(K, dtype=p.dtype)
+    H, JG = work[0], work[1]
     for b in range(B):
         for i in range(K):
             for j in range(K):

@@ -95,20 +95,20 @@ def nll_full(mean, cov, target, jitter):
     alpha = np.empty((B, K), dtype=mean.dtype)
     G = np.empty((B, K, K), dtype=mean.dtype)
     tr = np.empty(B, dtype=mean.dtype)
-    bad = _nll_full(mean, cov, target, mean.dtype.type(jitter), per, alpha, G, tr)
+    work, r = np.zeros((3, K, K), dtype=mean.dtype), np.empty(K, dtype=mean.dtype)
+    bad = _nll_full(mean, cov, target, mean.dtype.type(jitter), per, alpha, G, tr, work, r)
     return per, alpha, G, tr, bad
 
 
 @serial_jit
-def _nll_full(mean, cov, target, jitter, per, alpha, G, tr):
+def _nll_full(mean, cov, target, jitter, per, alpha, G, tr, work, r):
     """For each example: symmetrise and jitter A, factor A = L L^T (Cholesky-Banachiewicz, row
     by row), invert L by forward substitution, A^-1 = L^-T L^-1, then alpha, the NLL and G.
-    Returns the first example whose A is not positive definite (a pivot <= 0 or NaN), or -1."""
+    Returns the first example whose A is not positive definite (a pivot <= 0 or NaN), or -1.
+    ``work`` (3, K, K) zeros and ``r`` (K,) are its scratch, allocated by the caller (numba
+    compiles each allocation it meets: docs/COST.md)."""
     B, K = mean.shape
-    A = np.empty((K, K), dtype=mean.dtype)
-    L = np.zeros((K, K), dtype=mean.dtype)
-    Li = np.zeros((K, K), dtype=mean.dtype)  # L^-1, lower
-    r = np.empty(K, dtype=mean.dtype)
+    A, L, Li = work[0], work[1], work[2]  # Li = L^-1, lower
     half = mean.dtype.type(0.5)
     for b in range(B):
         t = mean.dtype.type(0)
