@@ -13,7 +13,8 @@ Parameter names are ``"<layer>.<param>"``. The paper's CNN
     fc.rho      (K,)             unit variances softplus(rho)               (Bayesian only)
     fc.b        (K,)             bias
 
-An MLP (:func:`tinybnn.architectures.mlp`) has ``fc1.M`` (D, H1), ``fc1.rho``, ``fc1.b``, ``fc2.M`` (H1, H2), ...
+An MLP (:func:`tinybnn.architectures.mlp`) has ``fc1.M`` (D, H1), ``fc1.rho``, ``fc1.b``,
+``fc2.M`` (H1, H2), ...
 Build a network from your own arrays, checked, with :func:`from_arrays`
 (``from_arrays(paper_cnn(32), {"conv.M": ..., ...})``); or set one parameter in place with
 ``model.params["fc.M"][...] = W`` (unchecked).

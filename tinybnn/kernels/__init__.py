@@ -24,16 +24,20 @@ How they are made fast (docs/COST.md has the measurements):
 - ``numba.prange`` over the batch, the only axis long enough to share between threads; a kernel
   whose output is summed over the batch gives each thread its own partial sum (no races), added
   up at the end;
-- each loop is compiled twice (:class:`~tinybnn.kernels.loops.BatchLoop`): shared between threads, and serial. Below
-  :data:`~tinybnn.kernels.loops.PARALLEL_MIN_BATCH` examples the serial one runs: a small batch's work is too little
-  to share, and the second thread, spinning between loops, slows the first one down (this
-  machine's two cores are not independent: a busy second core slows a one-thread step by 16 %).
-  One image per update: 1.08 ms a step serial against 1.44 ms with 2 threads (docs/COST.md has
-  the crossover, measured);
+- each loop is compiled twice (:class:`~tinybnn.kernels.loops.BatchLoop`): shared between
+  threads, and serial. Below :data:`~tinybnn.kernels.loops.PARALLEL_MIN_BATCH` examples the
+  serial one runs: a small batch's work is too little to share, and the second thread,
+  spinning between loops, slows the first one down (this machine's two cores are not
+  independent: a busy second core slows a one-thread step by 16 %). One image per update:
+  1.08 ms a step serial against 1.44 ms with 2 threads (docs/COST.md has the crossover,
+  measured);
 - large dense products are left to BLAS (``@`` in the layers), never called inside these loops;
   and since both thread pools spin for a while after their work ends, a network that uses these
-  loops runs its BLAS on one thread (:mod:`tinybnn.kernels.threads`), so the two pools do not fight over
-  the 2 cores.
+  loops runs its BLAS on one thread (:mod:`tinybnn.kernels.threads`), so the two pools do not
+  fight over the 2 cores;
+- a loop allocates nothing: its scratch arrays come from its Python caller, because numba
+  compiles every ``np.zeros`` or ``np.empty`` it meets, and a fresh run waits for that
+  (benchmarks/README.md, the cold start).
 
 Shapes: B batch, C channels, H W image, r kernel size, P = Ho Wo conv output positions,
 d = C r r patch length (ordered (c, i, j) like ``M.reshape(N, -1)``), N channels, L positions
