@@ -59,7 +59,8 @@ def thread_buffers(chunks, patches, L):
     """What each of ``chunks`` threads works in: X (chunks, P, dp), an example's patch rows
     zero-padded to :func:`padded_length`; norm2 (chunks, P), their squared norms; kept
     (chunks, L), the rows a ReLU kept. Allocated here, not inside the loops: numba compiles
-    each ``np.zeros`` or ``np.empty`` it meets, a cost a fresh run waits for (docs/COST.md)."""
+    each ``np.zeros`` or ``np.empty`` it meets, a cost a fresh run waits for
+    (benchmarks/README.md, the cold start)."""
     B, P, d = patches.shape
     return (np.zeros((chunks, P, padded_length(d)), patches.dtype),
             np.empty((chunks, P), patches.dtype), np.empty((chunks, L), np.int64))

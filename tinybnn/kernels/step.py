@@ -106,7 +106,7 @@ def _nll_full(mean, cov, target, jitter, per, alpha, G, tr, work, r):
     by row), invert L by forward substitution, A^-1 = L^-T L^-1, then alpha, the NLL and G.
     Returns the first example whose A is not positive definite (a pivot <= 0 or NaN), or -1.
     ``work`` (3, K, K) zeros and ``r`` (K,) are its scratch, allocated by the caller (numba
-    compiles each allocation it meets: docs/COST.md)."""
+    compiles each allocation it meets: benchmarks/README.md, the cold start)."""
     B, K = mean.shape
     A, L, Li = work[0], work[1], work[2]  # Li = L^-1, lower
     half = mean.dtype.type(0.5)
