@@ -130,7 +130,8 @@ def test_save_then_restore_continues_the_run(tmp_path, as_checkpoint):
                                      ("step", "sums", "snapshots", "seconds", "cpu_seconds")}
     assert second.take_partial() is None  # once
     assert second.meta == {"preset": "p"}  # the run's own metadata, not history or complete
-    assert second.last == (path, 1, 2) and second.seconds_before > 0
+    assert second.last == (path, 1, 2)
+    assert second.seconds_before == io.load_checkpoint(path).state["seconds"]  # as stored
     assert second.interrupted().message == (f"the last checkpoint is {path} (epoch 2 of 3, "
                                             f"step 2 of 4)")
 

@@ -1,8 +1,9 @@
 """What self-compression records of a network (tinybnn.measure): ``inference_ms`` is the median
 of the timed ``predict`` calls, per 100 examples, after one warm-up (checked with a scripted
-clock) and positive with the real one; ``accuracies`` matches ``evaluate`` and the argmax of
+clock; real timings are measured in benchmarks/, not asserted here); ``accuracies`` matches ``evaluate`` and the argmax of
 ``predict``; ``measure`` records the kernels and their norms, the switched-off count, the sizes,
-the flops and the metrics of each split as the modules that compute them do."""
+the flops and the metrics of each split as the modules that compute them do, and passes the
+timing images to ``inference_ms``."""
 
 import numpy as np
 import pytest
@@ -51,11 +52,6 @@ def test_inference_ms_is_the_median_per_100_examples_after_one_warm_up(monkeypat
     assert calls == [10, 20, 20, 20]
 
 
-def test_inference_ms_with_the_real_clock_is_positive(ds):
-    ms = measure.inference_ms(tiny_cnn(), ds.test.x, repeats=3)
-    assert np.isfinite(ms) and ms > 0
-
-
 def test_accuracies_match_evaluate_and_predict(ds):
     model = tiny_cnn()
     got = measure.accuracies(model, ds)
@@ -69,7 +65,7 @@ def test_accuracies_match_evaluate_and_predict(ds):
     assert measure.accuracies(model, no_val) == {"test_accuracy": got["test_accuracy"]}
 
 
-def test_measure_records_what_the_modules_compute(ds):
+def test_measure_records_what_the_modules_compute(ds, monkeypatch):
     model = tiny_cnn()
     model.params["conv.M"][1] = 0.0  # kernel 1 switched off
     M = model.params["conv.M"]
@@ -88,7 +84,10 @@ def test_measure_records_what_the_modules_compute(ds):
         for k in ("accuracy", "nll", "log_loss", "mean_predictive_variance"):
             assert out[f"{name}_{k}"] == m[k], (name, k)
     assert not {"val_n", "test_n", "val_per_class_accuracy", "inference_ms_per_100"} & set(out)
+    timings = []  # the timing itself is the benchmarks' business; here only its wiring
+    monkeypatch.setattr(measure, "inference_ms", lambda m, x: timings.append((m, x)) or 12.5)
     timed = measure.measure(model, "conv", data.Dataset("tiny", ds.train, None, ds.test, ()),
                             timing_x=ds.test.x[:4])
-    assert timed["inference_ms_per_100"] > 0
+    assert timed["inference_ms_per_100"] == 12.5
+    assert timings[0][0] is model and np.array_equal(timings[0][1], ds.test.x[:4])
     assert not any(k.startswith("val_") for k in timed)
