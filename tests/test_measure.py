@@ -1,9 +1,9 @@
 """What self-compression records of a network (tinybnn.measure): ``inference_ms`` is the median
 of the timed ``predict`` calls, per 100 examples, after one warm-up (checked with a scripted
 clock; real timings are measured in benchmarks/, not asserted here); ``accuracies`` matches
-``evaluate`` and the argmax of ``predict``; ``measure`` records the kernels and their norms, the switched-off count, the sizes,
-the flops and the metrics of each split as the modules that compute them do, and passes the
-timing images to ``inference_ms``."""
+``evaluate`` and the argmax of ``predict``; ``measure`` records the kernels and their norms,
+the switched-off count, the sizes, the flops and the metrics of each split as the modules that
+compute them do, and passes the timing images to ``inference_ms``."""
 
 import numpy as np
 import pytest
