@@ -1,4 +1,5 @@
-"""The ReLU loops equal their NumPy twins, on broadcast scales and NaNs too (tinybnn.kernels.relu)."""
+"""The ReLU loops equal their NumPy twins, on broadcast scales and NaNs too
+(tinybnn.kernels.relu)."""
 
 import numpy as np
 import pytest

@@ -200,7 +200,7 @@ def test_batch_equals_per_example_loop(build):
         np.testing.assert_allclose(batch[k], summed[k], rtol=1e-10, atol=1e-13, err_msg=k)
 
 
-# --- from_arrays: a network from your own arrays, checked --------------------------------------------------------------------------------
+# --- from_arrays: a network from your own arrays, checked -----------------------------------------
 
 N = 3  # kernels of the network the from_arrays tests start from
 
