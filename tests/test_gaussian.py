@@ -3,7 +3,8 @@ whose fields do not fit each other, naming what it expected and what it found; `
 names the array, the first bad index and its value; a Factored's ``diagonal`` is the diagonal
 of the explicit per-channel covariances of tests/vdp_helpers.py and ``diagonal_backward`` its
 adjoint, written out with loops; a Projected's ``cov`` is its formula, formed anew from the
-factors at every read; and the structures hold the numbers the module's memory table says."""
+factors at every read, and ``row_outer_products`` turns U^T diag(v) U and diag(U G U^T) into
+one matrix product for a batch; and the structures hold the numbers the module's memory table says."""
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from tinybnn.architectures import paper_cnn
 from tinybnn.errors import DivergenceError, ShapeError
 from tinybnn.gaussian import (GRAD_TYPE, STRUCTURES, Diagonal, Factored, FactoredGrad,
                               FlatFactored, Full, Point, Projected, ProjectedGrad, check_fields,
-                              check_finite, describe)
+                              check_finite, describe, row_outer_products)
 from tinybnn.layers import Linear
 
 from vdp_helpers import (dense_blocks, factor_rows, random_factored, random_full,
@@ -125,6 +126,20 @@ def test_projected_cov_is_its_formula_and_follows_the_factors():
         x.scale[1, 2] = 0.0
         x.var[0] *= 2.0
     assert isinstance(x, Full) and x.batch_size == 3
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_row_outer_products_give_the_batch_of_projections_and_their_adjoint(dtype):
+    rng = np.random.default_rng(7)
+    U, v = rng.standard_normal((6, 3)).astype(dtype), rng.random((4, 6)).astype(dtype)
+    G = rng.standard_normal((4, 3, 3)).astype(dtype)  # not symmetric: the adjoint needs no symmetry
+    W = row_outer_products(U)
+    assert W.shape == (6, 9) and W.dtype == dtype
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose((v @ W).reshape(4, 3, 3),
+                               [U.T @ np.diag(v[b]) @ U for b in range(4)], **tol)
+    np.testing.assert_allclose(G.reshape(4, 9) @ W.T,
+                               [np.diag(U @ G[b] @ U.T) for b in range(4)], **tol)
 
 
 def test_the_structures_hold_the_numbers_of_the_memory_table():

@@ -124,10 +124,23 @@ class Projected(Full):
     def cov(self):
         """The dense covariances (B, K, K), formed from the factors each time they are read
         (nothing is cached, so the matrix always matches the factors)."""
-        S = (self.U.T[None, :, :] * self.var[:, None, :]) @ self.U  # U^T diag(v) U  (B, K, K)
-        i = np.arange(S.shape[-1])
+        B, K = self.mean.shape
+        S = (self.var @ row_outer_products(self.U)).reshape(B, K, K)  # U^T diag(v_b) U
+        i = np.arange(K)
         S[:, i, i] += self.extra
         return S * self.scale[:, :, None] * self.scale[:, None, :]
+
+
+def row_outer_products(U):
+    """W (D, K^2) with W[d, j K + k] = U[d, j] U[d, k], the outer products of U's rows.
+
+    Then ``v @ W``, reshaped (B, K, K), is U^T diag(v_b) U for every row v_b of v (B, D): the
+    whole batch as one matrix product (B, D) @ (D, K^2), instead of B thin ones (K, D) @ (D, K)
+    (5x faster for D = 400, K = 10, B = 100, measured: benchmarks/README.md). The adjoint
+    products use it too: ``G W^T`` is diag(U G_b U^T) for a batch of G_b flattened (B, K^2).
+    """
+    D, K = U.shape
+    return (U[:, :, None] * U[:, None, :]).reshape(D, K * K)
 
 
 @dataclass

@@ -71,7 +71,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..functions import softplus_grad
-from ..gaussian import Diagonal, FactoredGrad, FlatFactored, Full, Point, Projected, ProjectedGrad
+from ..gaussian import (Diagonal, FactoredGrad, FlatFactored, Full, Point, Projected,
+                        ProjectedGrad, row_outer_products)
 from ..kernels import factored as kf, factored_backward as kfb, factored_mean as kfm
 from .base import Layer, initial_rho, truncated_normal
 
@@ -195,14 +196,17 @@ class Linear(Layer):
         """The gradient came back as a Full (g, G): a layer after this one read the dense cov."""
         mu, v, t = saved
         M, g, G = self.params["M"], dy.mean, dy.cov
+        (B, K), D = g.shape, self.d_in
         c = self._cov_grads_tail(G, t)
-        MG = M[None] @ G  # (B, D, K)
+        Gf = G.reshape(B, K * K)
         self._mean_grads(mu, g)
-        self.grads["M"] += 2.0 * np.einsum("bd,bdk->dk", v, MG)
+        # dM = 2 sum_b diag(v_b) M G_b = 2 sum_j M[:, j] H[:, j, :], H = sum_b v_b G_b  (D, K, K)
+        H = (v.T @ Gf).reshape(D, K, K)
+        self.grads["M"] += 2.0 * np.einsum("dj,djk->dk", M, H)
         if not self.input_grad:
             return None
         dmu = g @ M.T + 2.0 * c[:, None] * mu
-        dv = np.einsum("bdk,dk->bd", MG, M) + c[:, None]  # diag(M G M^T) + c
+        dv = Gf @ row_outer_products(M).T + c[:, None]  # diag(M G_b M^T) + c
         return Diagonal(dmu, dv)
 
     # -- Projected input: full output ----------------------------------------------------------
