@@ -69,7 +69,7 @@ def _factored_project_backward(patches, rows, scale, At, G, s, c, tau, X, norm2,
     B, N = At.shape[:2]
     chunks = X.shape[0]
     for t in numba.prange(chunks):
-        current = -1  # the example whose patches X[t] holds (norm2 is not used here)
+        current = np.int64(-1)  # the example in X[t] (np.int64: see _factored_project)
         for q in range(t * B * N // chunks, (t + 1) * B * N // chunks):
             b, n = q // N, q % N
             current = copy_patches(patches, b, X[t], norm2[t], current)
