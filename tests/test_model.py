@@ -83,6 +83,28 @@ def test_two_hidden_layer_mlp_gradients(objective):
     check_model(model, x, y, objective)
 
 
+def test_a_flatten_first_mlp_skips_the_input_gradient_and_keeps_its_gradients():
+    """Behind a Flatten (no parameters) the first Linear computes no input gradient unless
+    forward is asked for one; the parameter gradients are the same either way (and checked by
+    central differences), and forward(input_grad=True) still gives dl/dx."""
+    rng = np.random.default_rng(10)
+    model = mlp((16, 5, 3), input_shape=(1, 4, 4), seed=11, rho_range=(-3, -1))
+    x, y = rng.random((4, 1, 4, 4)), rng.integers(0, 3, size=4)
+    target = one_hot(y, 3, np.float64)
+    model.forward(x)
+    assert [layer.input_grad for _, layer in model.layers] == [False, False, True, True, True]
+    _, dout, _ = gaussian_nll(model.forward(x), target)
+    assert model.backward(dout) is None
+    quiet = {k: g.copy() for k, g in model.grads.items()}
+    _, dout, _ = gaussian_nll(model.forward(x, input_grad=True), target)
+    dx = model.backward(dout)
+    for k, g in model.grads.items():
+        np.testing.assert_array_equal(g, quiet[k])
+    r = check_gradient(lambda: gaussian_nll(model.forward(x), target)[0], x, dx.mean, name="dx")
+    assert r.passed, str(r)
+    check_model(model, x, y, Objective("authors2019"))
+
+
 def test_regression_mlp_gradients():
     rng = np.random.default_rng(8)
     model = mlp((1, 6, 1), task="regression", seed=9, rho_range=(-3, -1))

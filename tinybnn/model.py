@@ -123,21 +123,28 @@ class Sequential:
         """Propagate a batch: x an array (B, *input_shape) or a structure -> output structure.
 
         ``input_grad=True`` makes ``backward`` return the gradient with respect to the input.
+        Otherwise a layer computes the gradient with respect to its input only if a layer
+        before it has parameters (an MLP's first Linear after a Flatten does not: that product,
+        as large as its weight gradient, would be thrown away).
         """
         if not isinstance(x, STRUCTURES):
             self.check_input(x)
             x = Point(x)
         with threads.blas_limit(self.blas_threads):
-            for i, (_, layer) in enumerate(self.layers):
-                layer.input_grad = input_grad or i > 0
+            for _, layer in self.layers:
+                layer.input_grad = input_grad
                 x = layer.forward(x)
+                input_grad = input_grad or bool(layer.params)
         return x
 
     def backward(self, dy):
-        """Chain the layers' backward passes; returns the input gradient (or None)."""
+        """Chain the layers' backward passes; returns the input gradient (or None). It stops at
+        the first layer that returns None: no layer before it has parameters (see forward)."""
         with threads.blas_limit(self.blas_threads):
             for _, layer in reversed(self.layers):
                 dy = layer.backward(dy)
+                if dy is None:
+                    break
         return dy
 
     # -- rebuild ----------------------------------------------------------------------------------
