@@ -159,12 +159,6 @@ def _keyed(layers):
     return layers.items() if isinstance(layers, Mapping) else enumerate(layers)
 
 
-def _from_units(layer, dU):
-    """Inverse of tinybnn.units.unit_means for a gradient (n, d) -> the shape of M."""
-    M = layer.params["M"]
-    return dU.reshape(M.shape) if M.ndim == 4 else dU.T
-
-
 def kl_elbo(layers, *, n_train, prior_var=1.0):
     """(1/N_train) sum KL(q || N(0, prior_var I)) over every kernel/unit of ``layers``."""
     if n_train < 1 or prior_var <= 0:
@@ -178,8 +172,10 @@ def kl_elbo(layers, *, n_train, prior_var=1.0):
                     + d * np.log(prior_var / s))  # (n,)
         value += kl.sum() / n_train
         ds = 0.5 * d * (1.0 / prior_var - 1.0 / s) / n_train
-        grads[key] = {"M": _from_units(layer, U / prior_var / n_train),
-                            "rho": ds * softplus_grad(layer.params["rho"])}
+        # d/dM of ||m_k||^2 / (2 prior_var n_train), on M as stored (C-contiguous, so that the
+        # sum into the layer's gradient runs in order; the same numbers as through U's view)
+        grads[key] = {"M": layer.params["M"] / prior_var / n_train,
+                      "rho": ds * softplus_grad(layer.params["rho"])}
     return value, grads
 
 
