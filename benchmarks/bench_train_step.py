@@ -282,8 +282,9 @@ def step_gflop(case, live):
         fc_mean = 3 * 2 * N * L * K  # forward, dM, dmu
         return B * (conv + project + small + fc_mean) / 1e9
     D0, H, K = 784, 400, 10
-    if len(spec["sizes"]) == 3:  # Point -> Diagonal -> (Projected, read dense by Softmax)
-        return B * (2 * 2 * D0 * H + 2 * 2 * H * K * K + 4 * 2 * H * K) / 1e9
+    if len(spec["sizes"]) == 3:  # Point -> Diagonal -> (Projected, read dense by Softmax):
+        # the dense cov v W, and its adjoint products v^T G and G W^T, 2 H K^2 each
+        return B * (2 * 2 * D0 * H + 3 * 2 * H * K * K + 4 * 2 * H * K) / 1e9
     # 784-400-400-10: fc1 forward + dM; fc2 mean, dM, dmu; fc3 on Projected: A, dM (U^T V Q),
     # dU (each 2 D0 H K), t and dv ((U o U) products, 2 D0 H each), A^T diag(v) A and Q = A G
     return B * (2 * 2 * D0 * H + 3 * 2 * H * H + 3 * 2 * D0 * H * K + 2 * 2 * D0 * H
