@@ -4,7 +4,8 @@ names the array, the first bad index and its value; a Factored's ``diagonal`` is
 of the explicit per-channel covariances of tests/vdp_helpers.py and ``diagonal_backward`` its
 adjoint, written out with loops; a Projected's ``cov`` is its formula, formed anew from the
 factors at every read, and ``row_outer_products`` turns U^T diag(v) U and diag(U G U^T) into
-one matrix product for a batch; and the structures hold the numbers the module's memory table says."""
+one matrix product for a batch; and the structures hold the numbers the module's memory table
+says."""
 
 import numpy as np
 import pytest

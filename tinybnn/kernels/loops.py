@@ -52,9 +52,10 @@ parallel_jit = BatchLoop  # the decorator of every loop over the batch
 
 # a piece of a BatchLoop's body, called from inside it (serial). inline="always" makes numba
 # type and lower it as part of each caller instead of compiling it as a function of its own:
-# each compiled function costs about 0.2 s however small, and this takes the main job's cold
-# start from a median of 10.1 to 9.2 s (7 fresh processes each, alternated: benchmarks/
-# README.md); the loops' numbers are bit-identical (float64 and float32, serial and parallel)
+# each compiled function costs about 0.2 s however small, and the main job's cold start went
+# from 10.9 to 9.4 s (medians of fresh processes alternated with the version before:
+# benchmarks/README.md); the loops' numbers are bit-identical (float64 and float32, serial
+# and parallel)
 inner_jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
 
 
