@@ -2,7 +2,8 @@ r"""The standard normal density and distribution function, each beside its deriv
 
 Used by the exact ReLU moments (:mod:`tinybnn.layers.relu_exact`). NumPy has no ``erf``, so
 the error functions are Python's ``math.erf`` / ``math.erfc`` made into NumPy ufuncs by numba
-(``@numba.vectorize``, compiled once and cached); each has a NumPy twin, ``np.vectorize`` of the
+(``numba.vectorize``, compiled on the first call, not at import, and cached); each has a NumPy
+twin, ``np.vectorize`` of the
 same ``math`` function, slow but obviously right, and ``tests/test_relu_exact.py`` checks that
 the two agree exactly. With ``NUMBA_DISABLE_JIT=1`` the ufuncs run the Python function.
 
@@ -19,6 +20,7 @@ while ``erfc`` keeps full relative precision in the tail. ``Phi(a)`` and ``Phi(-
 accurate, and the exact ReLU moments use each where the other would lose digits.
 """
 
+import functools
 import math
 
 import numba
@@ -32,13 +34,35 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SIGNATURES = ["float32(float32)", "float64(float64)"]
 
 
-@numba.vectorize(_SIGNATURES, cache=True)
+class LazyUfunc:
+    """``numba.vectorize(_SIGNATURES, cache=True)`` of a scalar function, made on its first call.
+
+    Made at import, the two ufuncs below cost every process that imports tinybnn's layers about
+    0.25 s even with a warm cache (loading and building them), and four compilations with an
+    empty one, though only the exact ReLU uses them: ``import tinybnn.compress`` took 1.06 s,
+    0.51-0.59 s with them made on first use (``python -X importtime``), and a warm-cache process
+    that imports it and trains the main job's network on 20 images 1.49-1.86 s, 1.24-1.62 s
+    (four alternated pairs, 2026-12-01). The signatures stay explicit, so float32 input keeps a
+    float32 loop whichever dtype comes first (a signature-less numba ufunc would not).
+    """
+
+    def __init__(self, fn):
+        self.py_func, self._ufunc = fn, None
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, x):
+        if self._ufunc is None:
+            self._ufunc = numba.vectorize(_SIGNATURES, cache=True)(self.py_func)
+        return self._ufunc(x)
+
+
+@LazyUfunc
 def erf(x):
     """The error function 2/sqrt(pi) int_0^x exp(-t^2) dt, element-wise (a numba ufunc)."""
     return math.erf(x)
 
 
-@numba.vectorize(_SIGNATURES, cache=True)
+@LazyUfunc
 def erfc(x):
     """The complementary error function 1 - erf(x), accurate for large x (a numba ufunc)."""
     return math.erfc(x)
