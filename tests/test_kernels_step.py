@@ -1,5 +1,5 @@
-"""The per-step loops equal their NumPy twins: Adam to the last bit, the NLL of a Full output and
-the L1 penalty to rounding (tinybnn.kernels.step)."""
+"""The per-step loops equal their NumPy twins: Adam and the elbo's column sums to the last bit, the
+NLL of a Full output and the L1 penalty to rounding (tinybnn.kernels.step)."""
 
 import numpy as np
 import pytest
@@ -51,3 +51,20 @@ def test_l1_and_sign(dtype):
     np.testing.assert_array_equal(dM, want_dM)
     assert dM.dtype == dtype and dM[0, 0] == 0
     assert total == pytest.approx(float(want_total), rel=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_column_squares_and_scaled_rounds_exactly_as_numpy(dtype):
+    """The elbo's squared column norms and M / a / b: NumPy's numbers, bit for bit (the loss
+    of a run must not move with the loop), in the array's dtype."""
+    rng = np.random.default_rng(12)
+    M = rng.normal(size=(4608, 10)).astype(dtype)
+    for prior_var in (0.7, 1.0):  # 1: the division by it is skipped (it is exact)
+        got = ks.column_squares_and_scaled(M, prior_var, 55000)
+        want = ks.column_squares_and_scaled_numpy(M, prior_var, 55000)
+        for a, w in zip(got, want):
+            assert a.dtype == w.dtype == dtype
+            np.testing.assert_array_equal(a, w)
+    exact = (M.astype(np.float64) ** 2).sum(axis=0)  # and they are the squared column norms
+    np.testing.assert_allclose(got[0], exact, rtol=TOL[dtype])
+    np.testing.assert_allclose(got[1], M.astype(np.float64) / 55000, rtol=TOL[dtype])

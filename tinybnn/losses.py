@@ -49,7 +49,7 @@ import numpy as np
 from .errors import ConfigError, DivergenceError, ShapeError
 from .functions import log_softmax, softmax, softplus_grad
 from .gaussian import Diagonal, Full, Point, check_finite
-from .kernels.step import l1_and_sign, nll_full
+from .kernels.step import column_squares_and_scaled, l1_and_sign, nll_full
 from .units import unit_means
 
 JITTER = 1e-3  # eps in A = S + eps I; keeps the NLL finite when S is (near) singular
@@ -168,15 +168,22 @@ def kl_elbo(layers, *, n_train, prior_var=1.0):
     for key, layer in _keyed(layers):
         U, s = unit_means(layer), layer.s  # (n, d), (n,)
         d = U.shape[1]
-        kl = 0.5 * (d * s / prior_var + (U**2).sum(axis=1) / prior_var - d
-                    + d * np.log(prior_var / s))  # (n,)
+        norm2, dM = _squares_and_gradient(layer.params["M"], U, prior_var, n_train)
+        kl = 0.5 * (d * s / prior_var + norm2 / prior_var - d + d * np.log(prior_var / s))  # (n,)
         value += kl.sum() / n_train
         ds = 0.5 * d * (1.0 / prior_var - 1.0 / s) / n_train
-        # d/dM of ||m_k||^2 / (2 prior_var n_train), on M as stored (C-contiguous, so that the
-        # sum into the layer's gradient runs in order; the same numbers as through U's view)
-        grads[key] = {"M": layer.params["M"] / prior_var / n_train,
-                      "rho": ds * softplus_grad(layer.params["rho"])}
+        grads[key] = {"M": dM, "rho": ds * softplus_grad(layer.params["rho"])}
     return value, grads
+
+
+def _squares_and_gradient(M, U, prior_var, n_train):
+    """(||m_k||^2 for every row of U, the units' means, and d/dM of their sum / (2 prior_var
+    n_train) = M / prior_var / n_train) on M as stored (C order, so that the sum into the
+    layer's gradient runs in memory order). A linear layer's units are the columns of M
+    (U = M.T): there one loop makes NumPy's numbers (tinybnn.kernels.step)."""
+    if U.flags.c_contiguous:  # a conv's kernels: rows of M
+        return (U**2).sum(axis=1), M / prior_var / n_train
+    return column_squares_and_scaled(M, prior_var, n_train)
 
 
 def _variance_penalty(s, d):

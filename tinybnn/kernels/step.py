@@ -1,5 +1,5 @@
-"""The small loops every training step repeats: the Adam update and the Gaussian NLL of a
-small dense output.
+"""The small loops every training step repeats: the Adam update, the Gaussian NLL of a small
+dense output, and the regularisers' passes over the means.
 
 At one image per update (the authors' 2019 recipe: 550,000 steps) a step of the paper's CNN
 does little arithmetic, and NumPy's temporaries and calls cost more than the work: Adam on the
@@ -186,3 +186,44 @@ def _l1_and_sign(M, w, out):
         total += abs(m)
         out[i] = w * (M.dtype.type(m > 0) - M.dtype.type(m < 0))
     return total
+
+
+def column_squares_and_scaled_numpy(M, a, b):
+    """((M**2).sum(axis=0), M / a / b) for M (D, K): the squared norms of M's columns (a linear
+    layer's units) and the elbo's gradient on the means."""
+    return (M**2).sum(axis=0), M / a / b
+
+
+def column_squares_and_scaled(M, a, b):
+    """numba twin of :func:`column_squares_and_scaled_numpy`, M (D, K) C-contiguous: the same
+    numbers (NumPy sums a column in order, d = 0, 1, ...; the two divisions in the same order).
+    NumPy's sum along the strided axis runs K = 10 numbers per inner call: 150 us for the
+    4608 x 10 ``fc.M`` of the paper's CNN, 8 % of a one-image step; here 20 us."""
+    t = M.dtype.type
+    sq, out = np.zeros(M.shape[1], dtype=M.dtype), np.empty(M.shape, dtype=M.dtype)
+    _column_squares(M, sq)
+    _divided(M.reshape(-1), t(a), t(b), out.reshape(-1))
+    return sq, out
+
+
+@serial_jit
+def _column_squares(M, sq):
+    """sq[k] += M[d, k]^2 in order of d (sq zeros on entry). No fastmath: the square is rounded
+    before it is added, as NumPy does."""
+    D, K = M.shape
+    for d in range(D):
+        for k in range(K):
+            m = M[d, k]
+            sq[k] += m * m
+
+
+@serial_jit
+def _divided(x, a, b, out):
+    """out = x / a / b (flat arrays). A division by a = 1 (the default prior variance) is exact,
+    so it is skipped: the divisions are most of the time."""
+    if a == 1:
+        for i in range(x.shape[0]):
+            out[i] = x[i] / b
+    else:
+        for i in range(x.shape[0]):
+            out[i] = x[i] / a / b

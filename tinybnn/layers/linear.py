@@ -296,7 +296,8 @@ class Linear(Layer):
         dM3, ds_in = kfb.factored_project_backward(x.patches, x.rows, x.scale, At, G, x.s, c, tau)
         # the mean path: dM = mu^T g, dmu = g M^T + 2 c mu, in one pass over mu
         dM, dmu = kfm.factored_mean_backward(x.mean, g, M, c)
-        self._mean_grads(x.mean, g, dM + dM3.reshape(N * L, self.d_out))
+        dM += dM3.reshape(N * L, self.d_out)  # in place: dM is this call's own array
+        self._mean_grads(x.mean, g, dM)
         dpatches = None
         if x.track_patches:
             GAt = G[:, None] @ At  # G A_k^T = (A_k G)^T  (B, N, K, d)
