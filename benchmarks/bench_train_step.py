@@ -11,8 +11,9 @@
     python benchmarks/bench_train_step.py --relu-first --no-torch  # + pool-then-ReLU gain
 
 A *step* is what ``tinybnn.train.fit`` does per minibatch: forward, loss (the ``elbo`` objective,
-N_train = 60000; cross-entropy for the vanilla CNN), backward, Adam update (lr 1e-3). Batch: the
-first 100 MNIST training images. Cases (``--cases``):
+N_train = 60000, or the preset ``--loss`` names, e.g. ``authors2019``, the loss of the authors'
+one-image recipe; cross-entropy for the vanilla CNN), backward, Adam update (lr 1e-3). Batch:
+the first 100 MNIST training images. Cases (``--cases``):
 
     cnn32, cnn100    the paper's Bayesian CNN, N = 32 / 100 kernels (conv 5x5 -> pool -> ReLU ->
                      flatten -> linear 10 -> softmax, as paper_cnn builds it: the same numbers
@@ -70,6 +71,7 @@ CASES = {
     "mlp2": ("mlp", dict(kind="mlp", sizes=(784, 400, 400, 10)), "VDP MLP 784-400-400-10"),
 }
 BATCH = 100
+LOSS = "elbo"  # the objective of every step, tinybnn's and the reference's (--loss)
 LR = 1e-3
 AGREE_TOL = 1e-8  # float64, relative
 
@@ -104,7 +106,7 @@ class TinyStep:
         from tinybnn.losses import Objective
         from tinybnn.optim import Adam
 
-        self.model, self.objective, self.opt = model, Objective("elbo", n_train=60000), Adam(LR)
+        self.model, self.objective, self.opt = model, Objective(LOSS, n_train=60000), Adam(LR)
 
     def step(self, x, y):
         from tinybnn.gaussian import Point
@@ -160,8 +162,8 @@ def agreement(case, dtype, ref):
     model = build(spec, dtype)
     x, y = mnist_batch(dtype)
     params = {k: v.copy() for k, v in model.params.items()}
-    parts, grads = loss_and_grads(model, x, y, Objective("elbo", n_train=60000))
-    r_loss, r_grads = ref.loss_and_grads(ref_name, params, x, y, preset="elbo", n_train=60000,
+    parts, grads = loss_and_grads(model, x, y, Objective(LOSS, n_train=60000))
+    r_loss, r_grads = ref.loss_and_grads(ref_name, params, x, y, preset=LOSS, n_train=60000,
                                          dtype=np.dtype(dtype).name)
     errs = {"loss": rel_err(parts.total, r_loss)}
     errs.update({f"d{k}": rel_err(grads[k], r_grads[k]) for k in params})
@@ -177,7 +179,7 @@ def time_case(case, dtype, ref, args):
     runners = [("tinybnn", TinyStep(model))]
     if ref is not None:
         runners.append(("torch", ref.TrainStep(
-            ref_name, {k: v.copy() for k, v in model.params.items()}, preset="elbo", lr=LR,
+            ref_name, {k: v.copy() for k, v in model.params.items()}, preset=LOSS, lr=LR,
             dtype=np.dtype(dtype).name, n_train=60000)))
     return time_runners(runners, *mnist_batch(dtype), args)
 
@@ -330,7 +332,7 @@ def child_memory(case, dtype, framework, threads):
     if framework == "torch":
         _, ref = import_torch(threads)
         runner = ref.TrainStep(ref_name, {k: v.copy() for k, v in model.params.items()},
-                               preset="elbo", lr=LR, dtype=np.dtype(dtype).name, n_train=60000)
+                               preset=LOSS, lr=LR, dtype=np.dtype(dtype).name, n_train=60000)
     else:
         runner = TinyStep(model)
     before = rss_now_mb()
@@ -370,7 +372,7 @@ def memory_rows(cases, dtypes, frameworks, threads):
         for dtype in dtypes:
             for fw in frameworks:
                 cmd = [sys.executable, __file__, "--child-memory", case, dtype, fw,
-                       "--threads", str(threads)]
+                       "--threads", str(threads), "--loss", LOSS]
                 res = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 rows.append((case, dtype, fw, json.loads(res.stdout.strip().splitlines()[-1])))
     return rows
@@ -496,7 +498,7 @@ def machine():
 
 
 def main(argv=None):
-    global BATCH
+    global BATCH, LOSS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"],
@@ -507,6 +509,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--batch", type=int, default=BATCH,
                     help=f"examples per step: the first BATCH MNIST images (default {BATCH})")
+    ap.add_argument("--loss", default=LOSS, choices=["elbo", "authors2019", "authors_later"],
+                    help=f"the objective of every step (default {LOSS})")
     ap.add_argument("--pause", type=float, default=0.3,
                     help="seconds of sleep before each block of steps (default 0.3)")
     ap.add_argument("--no-torch", action="store_true", help="time tinybnn only")
@@ -524,7 +528,7 @@ def main(argv=None):
     ap.add_argument("--child-memory", nargs=3, metavar=("CASE", "DTYPE", "FRAMEWORK"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    BATCH = args.batch  # read by mnist_batch and step_gflop
+    BATCH, LOSS = args.batch, args.loss  # read by mnist_batch and step_gflop; by the steps
     if args.child_memory:
         case, dtype, fw = args.child_memory
         if fw == "torch":
@@ -541,7 +545,7 @@ def main(argv=None):
     else:
         print("torch not importable (or --no-torch): tinybnn figures only")
     print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
-    print(f"batch {BATCH}; median of {args.rounds} x {args.per_round} steps after "
+    print(f"batch {BATCH}, loss {LOSS}; median of {args.rounds} x {args.per_round} steps after "
           f"{args.warmup} warm-up steps; load average at start {load():.2f}")
 
     peak = {}

@@ -1,6 +1,7 @@
 """Milliseconds per training step of ``tinybnn.train.fit`` itself: the paper's Bayesian CNN
-(N = 32, float64, the authors' 2019 loss) on 2,000 steps of MNIST at a batch size B, after a
-short fit that compiles the loops. It prints one line, ``<ms> ms/step``.
+(N = 32, float64, the authors' 2019 loss, or the regulariser named second: ``elbo``) on 2,000
+steps of MNIST at a batch size B, after a short fit that compiles the loops. It prints one
+line, ``<ms> ms/step``.
 
 It compares versions of tinybnn as whole processes (nothing else here can hold two versions at
 once): run it from outside the checkout, with PYTHONPATH naming each version's folder, in turn,
@@ -21,10 +22,10 @@ from tinybnn.losses import Objective
 from tinybnn.train import fit
 
 
-def main(batch, steps=2000):
+def main(batch, loss="authors2019", steps=2000):
     ds = data.load("mnist", subset=steps * batch, validation=0.0, seed=0)
     net = paper_cnn(32, seed=0, rho_range=(-12, -2.2))
-    objective = Objective("authors2019", n_train=55000)
+    objective = Objective(loss, n_train=55000)
     warm = data.load("mnist", subset=100, seed=1).train
     fit(net, warm, objective=objective, epochs=1, batch_size=batch, lr=1e-4, progress=False)
     t0 = time.perf_counter()
@@ -33,4 +34,4 @@ def main(batch, steps=2000):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1, *sys.argv[2:3])
