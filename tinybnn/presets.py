@@ -24,9 +24,10 @@ is drawn uniformly from the range: U[-12, -2.2] gives variances s = softplus(rho
 0.1 (the authors'); U[-10, -9] gives s near 1e-4 for every unit.
 
 ``authors2019`` makes 550,000 one-image updates (10 epochs of 55,000 images). Measured here: a
-one-image step of the paper's CNN (N = 32, float64) takes 1.35-1.92 ms (2026-12-01, as the
-machine's speed drifted; 3.0-3.4x faster than the PyTorch reference's 4.65-5.76 ms measured beside
-it; benchmarks/README.md), so the recipe takes 12-13 minutes of one core
+one-image step of the paper's CNN (N = 32, float64) with this loss takes 1.64 ms, 3.0x faster
+than the PyTorch reference's 4.90 ms measured beside it (2026-12-01; with the elbo 1.35-1.92 ms
+as the machine's speed drifted, 3.0-3.4x; benchmarks/README.md), so the recipe takes 12-13
+minutes of one core
 (752 and 723 s of CPU time for seeds 0 and 1, with the other core busy; docs/SELF_COMPRESSION.md),
 and it switches kernels off in tinybnn: 5 and 2 of 32 below 1e-3 after 10 epochs, none before
 epoch 5. ``authors2019_quick`` (110,000 updates) takes 133-142 s of one core.
